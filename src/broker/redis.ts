@@ -1,0 +1,475 @@
+import { randomBytes } from 'node:crypto';
+import type { Logger } from 'pino';
+import { RelayError } from '../errors.js';
+import {
+  type Delivery,
+  decodePublication,
+  encodePublication,
+  type Position,
+  type Publication,
+} from '../ingest/message.js';
+import { isCluster, type Redis } from '../redis/client.js';
+import type { RedisNames } from '../redis/keys.js';
+import { bySlot, runBatch } from '../redis/slots.js';
+import type { Broker, HistoryEntry, HistoryResult, PublishItem, Retention } from './types.js';
+
+// Appends to each channel's stream and publishes to its delivery channel in
+// one script, so the order in which subscribers receive a channel's messages
+// is the order of their offsets, even with many nodes publishing at once, and
+// no subscriber can be told about an offset that history does not hold.
+//
+// With Redis Cluster, one call carries only channels of one slot (their keys
+// and delivery channel share the channel's hash tag) and fans out with
+// SPUBLISH, so the message travels only within that slot's shard. When
+// publishes must wait for replicas, the script only appends ('none') and the
+// caller publishes after WAIT: a subscriber must never see a message that a
+// failover could still take back.
+//
+// One call may carry several publications (a batch), each to its channels.
+// KEYS: per channel of each publication [stream, meta, appended-marker]
+// ARGV: new epoch, meta ttl s, fan-out ('publish', 'spublish' or 'none'),
+//       then per publication [payload, ts, idempotency ttl ms (0: off), channel count,
+//       then per channel [history size, history ttl s, delivery channel]]
+// Returns per channel of each publication, flattened, "<offset>:<epoch>".
+const PUBLISH_LUA = `
+local newEpoch = ARGV[1]
+local metaTtl = ARGV[2]
+local fanout = ARGV[3]
+local a = 4
+local k = 1
+local out = {}
+while a <= #ARGV do
+  local payload = ARGV[a]
+  local ts = ARGV[a + 1]
+  local idemTtl = tonumber(ARGV[a + 2])
+  local n = tonumber(ARGV[a + 3])
+  a = a + 4
+  for _ = 1, n do
+    local stream, meta, marker = KEYS[k], KEYS[k + 1], KEYS[k + 2]
+    local size = tonumber(ARGV[a])
+    local ttl = ARGV[a + 1]
+    local chan = ARGV[a + 2]
+    k = k + 3
+    a = a + 3
+    local prev = false
+    if idemTtl > 0 then prev = redis.call('get', marker) end
+    if prev then
+      out[#out + 1] = prev
+    else
+      local epoch = redis.call('hget', meta, 'e')
+      if not epoch then
+        epoch = newEpoch
+        redis.call('hset', meta, 'e', epoch)
+      end
+      local offset = redis.call('hincrby', meta, 's', 1)
+      redis.call('expire', meta, metaTtl)
+      if size > 0 then
+        redis.call('xadd', stream, 'MAXLEN', size, offset .. '-0', 't', ts, 'p', payload)
+        redis.call('expire', stream, ttl)
+      end
+      local pos = offset .. ':' .. epoch
+      if fanout ~= 'none' then redis.call(fanout, chan, pos .. ':' .. payload) end
+      if idemTtl > 0 then redis.call('set', marker, pos, 'PX', idemTtl) end
+      out[#out + 1] = pos
+    end
+  end
+end
+return out
+`;
+
+// Reads a channel's position and, optionally, the entries after an offset, in
+// one step so the entries and the top offset agree.
+// KEYS: stream, meta. ARGV: after, limit, new epoch, meta ttl s.
+// Returns { epoch, top, entries }.
+const READ_LUA = `
+local epoch = redis.call('hget', KEYS[2], 'e')
+if not epoch then
+  epoch = ARGV[3]
+  redis.call('hset', KEYS[2], 'e', epoch)
+  redis.call('expire', KEYS[2], ARGV[4])
+end
+local top = tonumber(redis.call('hget', KEYS[2], 's') or '0')
+local after = tonumber(ARGV[1])
+local limit = tonumber(ARGV[2])
+if limit <= 0 or after >= top then return { epoch, top, {} } end
+return { epoch, top, redis.call('xrange', KEYS[1], (after + 1) .. '-0', '+', 'COUNT', limit) }
+`;
+
+// Gives a channel a new epoch if it still has the expected one (another node
+// may have renewed it already). KEYS: meta. ARGV: expected, new epoch, ttl s.
+const RENEW_EPOCH_LUA = `
+local e = redis.call('hget', KEYS[1], 'e')
+if e == ARGV[1] or not e then
+  redis.call('hset', KEYS[1], 'e', ARGV[2])
+  redis.call('expire', KEYS[1], ARGV[3])
+  return ARGV[2]
+end
+return e
+`;
+
+/** Epoch and offset survive this long after a channel's last publish or read. */
+const META_TTL_S = 86400;
+
+type RawEntry = [string, string[]];
+type ReadReply = [string, number, RawEntry[]];
+
+interface RelayCommands {
+  relayPublish(numKeys: number, ...args: (string | number)[]): Promise<string[]>;
+  relayRenewEpoch(meta: string, expected: string, epoch: string, ttl: number): Promise<string>;
+  relayRead(
+    stream: string,
+    meta: string,
+    after: number,
+    limit: number,
+    epoch: string,
+    ttl: number,
+  ): Promise<ReadReply>;
+}
+
+type ScriptedRedis = Redis & RelayCommands;
+
+/** How far a publish must have travelled before it is fanned out and acknowledged. */
+export interface Durability {
+  /** Replicas that must confirm the write (Redis WAIT); 0: the master alone. */
+  readonly replicas: number;
+  /** Longest wait for them, in ms; after it the publish answers 503. */
+  readonly timeoutMs: number;
+}
+
+export class RedisBroker implements Broker {
+  private readonly cmd: ScriptedRedis;
+  private readonly subscribedChannels = new Set<string>();
+  private deliveryHandler: (d: Delivery) => void = () => {};
+  private resyncHandler: () => void = () => {};
+  private connectedOnce = false;
+  private readonly epochSeed = randomBytes(4).toString('hex');
+  private epochCounter = 0;
+  /** Redis Cluster: sharded pub/sub, and one script call per slot. */
+  private readonly sharded: boolean;
+
+  constructor(
+    cmd: Redis,
+    private readonly sub: Redis,
+    private readonly names: RedisNames,
+    private readonly retention: (channel: string) => Retention,
+    private readonly idempotencyMs: number,
+    private readonly log: Logger,
+    private readonly durability: Durability = { replicas: 0, timeoutMs: 0 },
+  ) {
+    cmd.defineCommand('relayPublish', { lua: PUBLISH_LUA });
+    cmd.defineCommand('relayRead', { numberOfKeys: 2, lua: READ_LUA });
+    cmd.defineCommand('relayRenewEpoch', { numberOfKeys: 1, lua: RENEW_EPOCH_LUA });
+    this.cmd = cmd as ScriptedRedis;
+    this.sharded = isCluster(cmd);
+    sub.on(this.sharded ? 'smessage' : 'message', (name: string, payload: string) =>
+      this.receive(name, payload),
+    );
+    if (isCluster(sub)) {
+      // Each master's sharded subscriber reconnects and resubscribes on its
+      // own; the group says so once they are all back. It resubscribes without
+      // waiting for the answers, so the catch-up waits a moment longer.
+      sub.on('subscribersReady', () => {
+        if (!this.connectedOnce) {
+          this.connectedOnce = true;
+          return;
+        }
+        setTimeout(() => this.resyncHandler(), 250).unref();
+      });
+      if (sub.status === 'ready') this.connectedOnce = true;
+      return;
+    }
+    sub.on('ready', () => {
+      if (!this.connectedOnce) {
+        this.connectedOnce = true;
+        return;
+      }
+      // ioredis emits 'ready' and then resends the SUBSCRIBEs; a PING queued
+      // after them answers once they are all in effect, and only then can a
+      // catch-up from history be sure to miss nothing.
+      setImmediate(() => {
+        this.sub.ping().then(
+          () => this.resyncHandler(),
+          () => {},
+        );
+      });
+    });
+    if (sub.status === 'ready') this.connectedOnce = true;
+  }
+
+  async publish(
+    publication: Publication,
+    channels: readonly string[],
+    idempotent: boolean,
+  ): Promise<Position[]> {
+    if (channels.length === 0) return [];
+    const payload = encodePublication(publication);
+    if (!this.sharded) return this.publishGroup(payload, publication, channels, idempotent);
+    // A Cluster script may only touch one slot: one call per slot, at once.
+    // Each channel is still appended and fanned out atomically; a publish to
+    // channels of several slots is not one step, but a retry with the same id
+    // completes what failed without doubling what succeeded.
+    const out: Position[] = new Array(channels.length);
+    await Promise.all(
+      [...bySlot(channels, (c) => this.names.meta(c)).values()].map(async (indexes) => {
+        const positions = await this.publishGroup(
+          payload,
+          publication,
+          indexes.map((i) => channels[i]!),
+          idempotent,
+        );
+        indexes.forEach((i, j) => {
+          out[i] = positions[j]!;
+        });
+      }),
+    );
+    return out;
+  }
+
+  /**
+   * A batch in one script call, where one call can carry it all: a single
+   * Redis (or Sentinel) and no waiting for replicas. Otherwise each
+   * publication goes its own way, concurrently.
+   */
+  async publishMany(items: readonly PublishItem[]): Promise<Position[][]> {
+    if (items.length === 0) return [];
+    if (this.sharded || this.durability.replicas > 0 || items.length === 1) {
+      return Promise.all(items.map((i) => this.publish(i.publication, i.channels, i.idempotent)));
+    }
+    const encoded = items
+      .filter((i) => i.channels.length > 0)
+      .map((i) => ({ ...i, payload: encodePublication(i.publication) }));
+    const reply = await this.run(() => this.cmd.relayPublish(...this.scriptArgs('publish', encoded)));
+    let next = 0;
+    return items.map((i) => i.channels.map(() => parsePosition(reply[next++]!)));
+  }
+
+  private scriptArgs(
+    fanout: 'publish' | 'spublish' | 'none',
+    items: readonly (PublishItem & { payload: string })[],
+  ): [number, ...(string | number)[]] {
+    const keys: string[] = [];
+    const argv: (string | number)[] = [this.newEpoch(), META_TTL_S, fanout];
+    for (const { publication, channels, idempotent, payload } of items) {
+      argv.push(payload, publication.ts, idempotent ? this.idempotencyMs : 0, channels.length);
+      for (const c of channels) {
+        const r = this.retention(c);
+        keys.push(this.names.stream(c), this.names.meta(c), this.names.appended(c, publication.id));
+        argv.push(r.size, r.ttl, this.names.deliver(c));
+      }
+    }
+    return [keys.length, ...keys, ...argv];
+  }
+
+  /** Appends to and fans out channels that one script call may touch together. */
+  private async publishGroup(
+    payload: string,
+    publication: Publication,
+    channels: readonly string[],
+    idempotent: boolean,
+  ): Promise<Position[]> {
+    const waiting = this.durability.replicas > 0;
+    const fanout = waiting ? 'none' : this.sharded ? 'spublish' : 'publish';
+    const args = this.scriptArgs(fanout, [{ payload, publication, channels, idempotent }]);
+    if (!waiting) return (await this.run(() => this.cmd.relayPublish(...args))).map(parsePosition);
+
+    // WAIT counts the replicas that hold every write this connection made so
+    // far, so it goes on the same connection right behind the script (a
+    // Cluster pipeline goes to the one master of its slot).
+    const [[scriptErr, reply], [waitErr, acked]] = await this.run(async () => {
+      const pipeline = this.cmd.pipeline() as unknown as RelayCommands & {
+        wait(replicas: number, timeout: number): unknown;
+        exec(): Promise<[Error | null, unknown][]>;
+      };
+      pipeline.relayPublish(...args);
+      pipeline.wait(this.durability.replicas, this.durability.timeoutMs);
+      return (await pipeline.exec()) as [[Error | null, string[]], [Error | null, number]];
+    });
+    if (scriptErr) return this.run(() => Promise.reject(scriptErr));
+    const positions = reply.map(parsePosition);
+    if (waitErr || acked < this.durability.replicas) {
+      this.log.warn(
+        { replicas: acked, wanted: this.durability.replicas },
+        'publish not confirmed by enough replicas; answering 503',
+      );
+      throw new RelayError('unavailable', undefined, 1);
+    }
+    // Fanned out only now. Publishes of one channel from several nodes may
+    // arrive out of order this way; the hub orders them by offset, filling
+    // from history (which holds everything up to a published offset).
+    await this.run(async () => {
+      const pipeline = this.cmd.pipeline();
+      channels.forEach((c, i) => {
+        const text = `${reply[i]}:${payload}`;
+        if (this.sharded) pipeline.spublish(this.names.deliver(c), text);
+        else pipeline.publish(this.names.deliver(c), text);
+      });
+      for (const [err] of (await pipeline.exec()) ?? []) if (err) throw err;
+    });
+    return positions;
+  }
+
+  async subscribe(channel: string): Promise<void> {
+    this.subscribedChannels.add(channel);
+    const name = this.names.deliver(channel);
+    await this.run(() => (this.sharded ? this.sub.ssubscribe(name) : this.sub.subscribe(name)));
+  }
+
+  async unsubscribe(channel: string): Promise<void> {
+    this.subscribedChannels.delete(channel);
+    const name = this.names.deliver(channel);
+    // Queued while Redis is away, so ioredis does not resubscribe it on reconnect.
+    await (this.sharded ? this.sub.sunsubscribe(name) : this.sub.unsubscribe(name)).catch(() => {});
+  }
+
+  async positions(channels: readonly string[]): Promise<Position[]> {
+    if (channels.length === 0) return [];
+    const replies = await this.run(async () => {
+      const results = await runBatch(
+        this.cmd,
+        channels.map((c) => ({
+          key: this.names.meta(c),
+          add: (p) =>
+            (p as unknown as RelayCommands).relayRead(
+              this.names.stream(c),
+              this.names.meta(c),
+              0,
+              0,
+              this.newEpoch(),
+              META_TTL_S,
+            ),
+        })),
+      );
+      return results.map(([err, value]) => {
+        if (err) throw err;
+        return value as ReadReply;
+      });
+    });
+    return replies.map(([epoch, top]) => ({ epoch, offset: Number(top) }));
+  }
+
+  async history(channel: string, after: number, limit: number): Promise<HistoryResult> {
+    const [epoch, topRaw, raw] = await this.run(() =>
+      this.cmd.relayRead(
+        this.names.stream(channel),
+        this.names.meta(channel),
+        after,
+        limit,
+        this.newEpoch(),
+        META_TTL_S,
+      ),
+    );
+    const top = Number(topRaw);
+    const minTs = Date.now() - this.retention(channel).ttl * 1000;
+    const entries: HistoryEntry[] = [];
+    for (const [id, fields] of raw) {
+      const entry = parseEntry(channel, epoch, id, fields);
+      if (entry.ts >= minTs) entries.push(entry);
+    }
+    const complete = after === top || (after < top && entries[0]?.offset === after + 1);
+    return { epoch, offset: top, entries, complete };
+  }
+
+  async idsAt(positions: readonly { channel: string; offset: number }[]): Promise<(string | undefined)[]> {
+    if (positions.length === 0) return [];
+    const replies = await this.run(async () => {
+      const results = await runBatch(
+        this.cmd,
+        positions.map(({ channel, offset }) => ({
+          key: this.names.meta(channel),
+          add: (p) =>
+            (p as unknown as RelayCommands).relayRead(
+              this.names.stream(channel),
+              this.names.meta(channel),
+              offset - 1,
+              1,
+              this.newEpoch(),
+              META_TTL_S,
+            ),
+        })),
+      );
+      return results.map(([err, value]) => {
+        if (err) throw err;
+        return value as ReadReply;
+      });
+    });
+    return replies.map(([epoch, , raw], i) => {
+      const { channel, offset } = positions[i]!;
+      const first = raw[0];
+      if (offset <= 0 || !first) return undefined;
+      const entry = parseEntry(channel, epoch, first[0], first[1]);
+      return entry.offset === offset ? decodePublication(entry.text).id : undefined;
+    });
+  }
+
+  async renewEpoch(channel: string, expected: string): Promise<string> {
+    return this.run(() =>
+      this.cmd.relayRenewEpoch(this.names.meta(channel), expected, this.newEpoch(), META_TTL_S),
+    );
+  }
+
+  onDelivery(handler: (delivery: Delivery) => void): void {
+    this.deliveryHandler = handler;
+  }
+
+  onResync(handler: () => void): void {
+    this.resyncHandler = handler;
+  }
+
+  async close(): Promise<void> {
+    this.subscribedChannels.clear();
+  }
+
+  private receive(name: string, payload: string): void {
+    const channel = this.names.channelOf(name);
+    if (channel === undefined || !this.subscribedChannels.has(channel)) return;
+    const first = payload.indexOf(':');
+    const second = payload.indexOf(':', first + 1);
+    if (first <= 0 || second <= first) {
+      this.log.error({ channel }, 'dropped a delivery without a position');
+      return;
+    }
+    let message: Delivery['message'];
+    try {
+      message = decodePublication(payload.slice(second + 1));
+    } catch (err) {
+      this.log.error({ channel, err }, 'dropped an undecodable delivery');
+      return;
+    }
+    this.deliveryHandler({
+      channel,
+      offset: Number(payload.slice(0, first)),
+      epoch: payload.slice(first + 1, second),
+      message,
+    });
+  }
+
+  private newEpoch(): string {
+    this.epochCounter = (this.epochCounter + 1) % 1_679_616;
+    return `${this.epochSeed}${this.epochCounter.toString(36)}`;
+  }
+
+  /** Turns connection failures into a typed 503; a script error is a bug and stays one. */
+  private async run<T>(fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (err) {
+      if (err instanceof Error && /^(ERR|WRONGTYPE|NOSCRIPT)/.test(err.message)) throw err;
+      throw new RelayError('unavailable', undefined, 1);
+    }
+  }
+}
+
+function parsePosition(text: string): Position {
+  const colon = text.indexOf(':');
+  return { offset: Number(text.slice(0, colon)), epoch: text.slice(colon + 1) };
+}
+
+function parseEntry(channel: string, epoch: string, id: string, fields: string[]): HistoryEntry {
+  let ts = 0;
+  let text = 'null';
+  for (let i = 0; i + 1 < fields.length; i += 2) {
+    if (fields[i] === 't') ts = Number(fields[i + 1]);
+    else if (fields[i] === 'p') text = fields[i + 1]!;
+  }
+  return { channel, epoch, offset: Number(id.slice(0, id.indexOf('-'))), ts, text };
+}

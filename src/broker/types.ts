@@ -1,0 +1,80 @@
+import type { Delivery, Position, Publication } from '../ingest/message.js';
+
+/** How much history a channel keeps; from the channel's namespace options. */
+export interface Retention {
+  /** Messages kept (0: none, the offset still advances). */
+  readonly size: number;
+  /** Seconds a message stays recoverable. */
+  readonly ttl: number;
+}
+
+/** One publication of a batch and where it goes. */
+export interface PublishItem {
+  readonly publication: Publication;
+  readonly channels: readonly string[];
+  readonly idempotent: boolean;
+}
+
+export interface HistoryEntry extends Position {
+  readonly channel: string;
+  readonly text: string;
+  readonly ts: number;
+}
+
+export interface HistoryResult {
+  /** Epoch and top offset of the channel at the time of the read. */
+  readonly epoch: string;
+  readonly offset: number;
+  /** Entries after `after`, oldest first, at most `limit`. */
+  readonly entries: readonly HistoryEntry[];
+  /**
+   * True when the history still reaches back to `after + 1`: nothing between
+   * `after` and the first entry was trimmed or aged out.
+   */
+  readonly complete: boolean;
+}
+
+/**
+ * Append-and-fan-out, the one write every publish ends in, plus the reads
+ * recovery needs. Appending to a channel's history and publishing to its
+ * subscribers are one atomic step per channel, so a subscriber never sees an
+ * offset that history does not hold, nor offsets out of order.
+ */
+export interface Broker {
+  /**
+   * Appends one publication to each channel and fans it out. With
+   * `idempotent`, a channel that already holds a publication with this id
+   * (within the idempotency window) is left alone and answers the position it
+   * was given the first time.
+   */
+  publish(publication: Publication, channels: readonly string[], idempotent: boolean): Promise<Position[]>;
+  /**
+   * The same for many publications, in order (a batch), in as few round
+   * trips as the deployment allows; answers the positions of each.
+   */
+  publishMany(items: readonly PublishItem[]): Promise<Position[][]>;
+  /** Starts receiving deliveries for a channel on this node; resolves once none can be missed. */
+  subscribe(channel: string): Promise<void>;
+  unsubscribe(channel: string): Promise<void>;
+  /** Current top position of each channel (an epoch is fixed the first time a channel is seen). */
+  positions(channels: readonly string[]): Promise<Position[]>;
+  history(channel: string, after: number, limit: number): Promise<HistoryResult>;
+  /**
+   * The message id history holds at each position, or undefined where it
+   * cannot tell (offset 0, no history kept, or trimmed).
+   */
+  idsAt(positions: readonly { channel: string; offset: number }[]): Promise<(string | undefined)[]>;
+  /**
+   * Gives a channel a new epoch if it still has `expected`, and answers the
+   * channel's epoch afterwards (another node may have renewed it first).
+   */
+  renewEpoch(channel: string, expected: string): Promise<string>;
+  /** Called for every message published on a subscribed channel, in offset order per channel. */
+  onDelivery(handler: (delivery: Delivery) => void): void;
+  /**
+   * Called when the subscription came back after an interruption: deliveries
+   * may have been missed and the subscriber should catch up from history.
+   */
+  onResync(handler: () => void): void;
+  close(): Promise<void>;
+}

@@ -1,0 +1,212 @@
+import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
+import {
+  type Env,
+  InvalidValue,
+  KNOWN_VARIABLES,
+  type NamespaceOptions,
+  PUBLISHER_VARIABLES,
+  type PublisherKey,
+  SCOPES,
+  type Settings,
+  schema,
+} from './schema.js';
+
+export type { Env, NamespaceOptions, PublisherKey, RedisAddress, RedisTarget, Scope } from './schema.js';
+export { schema } from './schema.js';
+
+export interface Config extends Settings {
+  /** REDIS_URL when it names one Redis server (redis: or rediss:). */
+  readonly redisUrl: URL | undefined;
+  readonly mode: 'standalone' | 'cluster';
+  readonly production: boolean;
+  /** Whether /console is served: PUSHRELAY_CONSOLE, else on outside production. */
+  readonly console: boolean;
+  readonly nodeId: string;
+  /** Secrets made up at start because none were configured (development only); logged once. */
+  readonly generated: { readonly key?: PublisherKey; readonly jwtSecret?: string };
+  /** Options of the namespace a channel belongs to, defaults filled in. */
+  readonly namespace: (channel: string) => NamespaceOptions;
+}
+
+/** Every problem found in the environment, each naming its variable. */
+export class ConfigError extends Error {
+  constructor(readonly problems: readonly string[]) {
+    super(`invalid configuration:\n  ${problems.join('\n  ')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+/** The shortest secret production accepts for publisher keys and the HS256 token secret. */
+export const PRODUCTION_MIN_SECRET = 32;
+
+/**
+ * Why a secret must not be used in production, if it must not: too short,
+ * one of the placeholders shipped in examples, compose and manifests, or too
+ * repetitive to be random.
+ */
+export function weakSecret(secret: string): string | undefined {
+  if (secret.length < PRODUCTION_MIN_SECRET) return `is shorter than ${PRODUCTION_MIN_SECRET} characters`;
+  if (
+    /not.for.production|change.?me|example|placeholder|replace.?me|your.?secret|openssl|[<>]/i.test(secret)
+  ) {
+    return 'is a placeholder from the documentation or examples';
+  }
+  if (new Set(secret).size < 10)
+    return 'has fewer than 10 distinct characters: use a random value (openssl rand -hex 32)';
+  return undefined;
+}
+
+/**
+ * Reads and validates the environment once. Reports every problem at once
+ * rather than the first, so a broken deployment is fixed in one round.
+ */
+export function loadConfig(env: Env): Config {
+  const problems: string[] = [];
+  const values: Record<string, unknown> = {};
+  for (const [key, v] of Object.entries(schema)) {
+    const raw = env[v.env];
+    try {
+      values[key] = v.parse(raw === undefined || raw.trim() === '' ? undefined : raw.trim());
+    } catch (err) {
+      if (!(err instanceof InvalidValue)) throw err;
+      problems.push(`${v.env}: ${err.message}`);
+    }
+  }
+  for (const name of Object.keys(env)) {
+    if (name.startsWith('PUSHRELAY_') && !KNOWN_VARIABLES.has(name) && !PUBLISHER_VARIABLES.has(name)) {
+      const hint = closest(name);
+      problems.push(`${name}: unknown variable${hint ? ` (did you mean ${hint}?)` : ''}`);
+    }
+  }
+  if (problems.length > 0) throw new ConfigError(problems);
+
+  const s = values as unknown as Settings;
+  const production = s.nodeEnv === 'production';
+  const generated: { key?: PublisherKey; jwtSecret?: string } = {};
+  let keys = s.keys;
+  let jwtSecret = s.jwtSecret;
+  const tokenVerifiers = [s.jwtSecret, s.jwtPublicKey, s.jwksUrl].filter((x) => x !== undefined).length;
+
+  if (tokenVerifiers > 1) {
+    problems.push(
+      'PUSHRELAY_JWT_SECRET, PUSHRELAY_JWT_PUBLIC_KEY, PUSHRELAY_JWKS_URL: set exactly one way to verify client tokens',
+    );
+  }
+  if (s.offlineWebhook !== undefined && s.offlineWebhookSecret === undefined) {
+    problems.push(
+      'PUSHRELAY_OFFLINE_WEBHOOK_SECRET: required with PUSHRELAY_OFFLINE_WEBHOOK (the app verifies calls with it)',
+    );
+  }
+  if (production) {
+    if (keys.length === 0)
+      problems.push('PUSHRELAY_KEYS: required in production (no publisher could publish)');
+    for (const k of keys) {
+      if (k.secret.length < PRODUCTION_MIN_SECRET) {
+        problems.push(
+          `PUSHRELAY_KEYS: the secret of key "${k.name}" is shorter than ${PRODUCTION_MIN_SECRET} characters`,
+        );
+      }
+    }
+    if (tokenVerifiers === 0) {
+      problems.push(
+        'PUSHRELAY_JWT_SECRET: required in production (or PUSHRELAY_JWT_PUBLIC_KEY / PUSHRELAY_JWKS_URL); clients could not be authenticated',
+      );
+    }
+    const weakJwt = jwtSecret === undefined ? undefined : weakSecret(jwtSecret);
+    if (weakJwt) problems.push(`PUSHRELAY_JWT_SECRET: ${weakJwt}`);
+    const weakHook = s.offlineWebhookSecret === undefined ? undefined : weakSecret(s.offlineWebhookSecret);
+    if (weakHook) problems.push(`PUSHRELAY_OFFLINE_WEBHOOK_SECRET: ${weakHook}`);
+    if (s.corsOrigins.length === 0 || s.corsOrigins.includes('*')) {
+      problems.push(
+        'PUSHRELAY_CORS_ORIGINS: production needs an explicit list of browser origins (not empty, not *); it is what stops cross-site WebSocket hijacking',
+      );
+    }
+  } else {
+    if (keys.length === 0) {
+      const key: PublisherKey = {
+        name: 'dev',
+        secret: randomBytes(24).toString('hex'),
+        scopes: new Set(SCOPES),
+      };
+      keys = [key];
+      generated.key = key;
+    }
+    if (tokenVerifiers === 0) {
+      jwtSecret = randomBytes(32).toString('hex');
+      generated.jwtSecret = jwtSecret;
+    }
+  }
+  if (problems.length > 0) throw new ConfigError(problems);
+
+  const nodeId = s.nodeId !== '' ? s.nodeId : defaultNodeId();
+  const namespaceCache = new Map<string, NamespaceOptions>();
+  const namespace = (channel: string): NamespaceOptions => {
+    // The namespace is the part before the first ':', or the whole name: "news" and "news:eu" share one.
+    const colon = channel.indexOf(':');
+    const ns = colon === -1 ? channel : channel.slice(0, colon);
+    let opts = namespaceCache.get(ns);
+    if (opts === undefined) {
+      const o = s.namespaces[ns] ?? {};
+      opts = Object.freeze({
+        publish: o.publish ?? false,
+        public: o.public ?? false,
+        presence: o.presence ?? false,
+        historySize: o.historySize ?? s.historySize,
+        historyTtl: o.historyTtl ?? s.historyTtl,
+      });
+      if (namespaceCache.size < 10_000) namespaceCache.set(ns, opts);
+    }
+    return opts;
+  };
+
+  return Object.freeze({
+    ...s,
+    keys,
+    jwtSecret,
+    redisUrl: s.redis?.kind === 'single' ? s.redis.url : undefined,
+    mode: s.redis ? 'cluster' : 'standalone',
+    production,
+    console: s.console ?? !production,
+    nodeId,
+    generated,
+    namespace,
+  });
+}
+
+function defaultNodeId(): string {
+  const host =
+    hostname()
+      .toLowerCase()
+      .replace(/[^a-z0-9-]/g, '-')
+      .slice(0, 40) || 'node';
+  return `${host}-${randomBytes(3).toString('hex')}`;
+}
+
+/** The known variable one edit away from a typo, if any. */
+function closest(name: string): string | undefined {
+  let best: string | undefined;
+  let bestDistance = 3;
+  for (const known of KNOWN_VARIABLES) {
+    const d = distance(name, known);
+    if (d < bestDistance) {
+      best = known;
+      bestDistance = d;
+    }
+  }
+  return best;
+}
+
+function distance(a: string, b: string): number {
+  const row = Array.from({ length: b.length + 1 }, (_, i) => i);
+  for (let i = 1; i <= a.length; i++) {
+    let prev = row[0]!;
+    row[0] = i;
+    for (let j = 1; j <= b.length; j++) {
+      const tmp = row[j]!;
+      row[j] = Math.min(row[j]! + 1, row[j - 1]! + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
+      prev = tmp;
+    }
+  }
+  return row[b.length]!;
+}

@@ -1,0 +1,551 @@
+import { isIP } from 'node:net';
+
+// The environment, as one schema. Every variable the relay reads is declared
+// here once, with its parser, its default and the sentence the README shows;
+// the Config type is derived from this table, so a variable cannot be read
+// without being documented and validated.
+
+export type Env = Readonly<Record<string, string | undefined>>;
+
+/** Thrown by a parser; the loader prefixes the variable name. */
+export class InvalidValue extends Error {}
+
+export interface Variable<T> {
+  readonly env: string;
+  readonly doc: string;
+  /** The default as the README shows it. */
+  readonly defaultDoc: string;
+  /** `raw` is undefined when the variable is unset or empty. */
+  readonly parse: (raw: string | undefined) => T;
+}
+
+function variable<T>(env: string, doc: string, defaultDoc: string, parse: (raw: string | undefined) => T) {
+  return { env, doc, defaultDoc, parse } satisfies Variable<T>;
+}
+
+function int(env: string, doc: string, def: number, min: number, max: number) {
+  return variable(env, doc, String(def), (raw) => {
+    if (raw === undefined) return def;
+    if (!/^-?\d+$/.test(raw)) throw new InvalidValue(`must be an integer, got "${raw}"`);
+    const n = Number(raw);
+    if (n < min || n > max) throw new InvalidValue(`must be between ${min} and ${max}, got ${n}`);
+    return n;
+  });
+}
+
+function seconds(env: string, doc: string, def: number, min: number, max: number) {
+  return variable(env, doc, String(def), (raw) => {
+    if (raw === undefined) return def;
+    if (!/^\d+(\.\d+)?$/.test(raw)) throw new InvalidValue(`must be a number of seconds, got "${raw}"`);
+    const n = Number(raw);
+    if (n < min || n > max) throw new InvalidValue(`must be between ${min} and ${max} seconds, got ${n}`);
+    return n;
+  });
+}
+
+function text(env: string, doc: string, def: string, pattern?: RegExp, patternDoc?: string) {
+  return variable(env, doc, def === '' ? '(none)' : def, (raw) => {
+    const value = raw ?? def;
+    if (pattern && !pattern.test(value)) throw new InvalidValue(`${patternDoc}, got "${value}"`);
+    return value;
+  });
+}
+
+function optional(env: string, doc: string) {
+  return variable(env, doc, '(unset)', (raw): string | undefined => raw);
+}
+
+function url(env: string, doc: string, protocols: readonly string[]) {
+  return variable(env, doc, '(unset)', (raw): URL | undefined => {
+    if (raw === undefined) return undefined;
+    let parsed: URL;
+    try {
+      parsed = new URL(raw);
+    } catch {
+      throw new InvalidValue(`must be a URL (${protocols.join(' or ')}), got "${raw}"`);
+    }
+    if (!protocols.includes(parsed.protocol)) {
+      throw new InvalidValue(`must use ${protocols.join(' or ')}, got "${parsed.protocol}"`);
+    }
+    return parsed;
+  });
+}
+
+function oneOf<const T extends string>(env: string, doc: string, def: T, values: readonly T[]) {
+  return variable(env, doc, def, (raw): T => {
+    const value = raw ?? def;
+    if (!(values as readonly string[]).includes(value)) {
+      throw new InvalidValue(`must be one of ${values.join(', ')}, got "${value}"`);
+    }
+    return value as T;
+  });
+}
+
+function list(env: string, doc: string) {
+  return variable(env, doc, '(empty)', (raw): string[] =>
+    raw === undefined
+      ? []
+      : raw
+          .split(',')
+          .map((s) => s.trim())
+          .filter((s) => s !== ''),
+  );
+}
+
+/** Fastify's trustProxy: false, true, a hop count, or the addresses and CIDRs of trusted proxies. */
+export type TrustProxy = boolean | number | string[];
+
+export function parseTrustProxy(raw: string | undefined): TrustProxy {
+  if (raw === undefined || /^(false|0|no|off)$/i.test(raw)) return false;
+  if (/^(true|yes|on)$/i.test(raw)) return true;
+  if (/^\d{1,2}$/.test(raw)) return Number(raw);
+  const list = raw.split(',').map((x) => x.trim());
+  for (const entry of list) {
+    const [address = '', bits, extra] = entry.split('/');
+    const family = isIP(address);
+    const maxBits = family === 6 ? 128 : 32;
+    if (
+      family === 0 ||
+      extra !== undefined ||
+      (bits !== undefined && !(/^\d+$/.test(bits) && Number(bits) <= maxBits))
+    ) {
+      throw new InvalidValue(
+        `must be false, true, a hop count, or addresses/CIDRs of your proxies; "${entry}" is none`,
+      );
+    }
+  }
+  return list;
+}
+
+// ---------------------------------------------------------------------------
+// Composite values
+
+export interface RedisAddress {
+  readonly host: string;
+  readonly port: number;
+}
+
+interface RedisAuth {
+  readonly username?: string;
+  readonly password?: string;
+}
+
+/** Where Redis is: one server, a Sentinel-managed master, or a Redis Cluster. */
+export type RedisTarget =
+  | { readonly kind: 'single'; readonly url: URL }
+  | (RedisAuth & {
+      readonly kind: 'sentinel';
+      readonly sentinels: readonly RedisAddress[];
+      /** The master name the sentinels monitor. */
+      readonly name: string;
+      readonly sentinelPassword?: string;
+    })
+  | (RedisAuth & { readonly kind: 'cluster'; readonly nodes: readonly RedisAddress[] });
+
+const REDIS_SCHEMES = 'redis:, rediss:, redis+sentinel: or redis+cluster:';
+
+/**
+ * `new URL` cannot parse a list of hosts, so the Sentinel and Cluster forms
+ * are read by hand: `scheme://[user:password@]host:port,host:port[/name][?query]`.
+ */
+export function parseRedisUrl(raw: string | undefined): RedisTarget | undefined {
+  if (raw === undefined) return undefined;
+  const scheme = /^([a-z+]+):\/\//.exec(raw)?.[1];
+  if (scheme === 'redis' || scheme === 'rediss') {
+    let parsed: URL;
+    try {
+      parsed = new URL(raw);
+    } catch {
+      throw new InvalidValue(`must be a URL (${REDIS_SCHEMES}), got "${raw}"`);
+    }
+    return { kind: 'single', url: parsed };
+  }
+  if (scheme !== 'redis+sentinel' && scheme !== 'redis+cluster') {
+    const shown = scheme ?? raw.split(':')[0] ?? raw;
+    throw new InvalidValue(`must use ${REDIS_SCHEMES}, got "${shown}:"`);
+  }
+  let rest = raw.slice(scheme.length + 3);
+  let query = '';
+  const q = rest.indexOf('?');
+  if (q !== -1) {
+    query = rest.slice(q + 1);
+    rest = rest.slice(0, q);
+  }
+  const at = rest.lastIndexOf('@');
+  const auth: { username?: string; password?: string } = {};
+  if (at !== -1) {
+    const userinfo = rest.slice(0, at);
+    rest = rest.slice(at + 1);
+    const colon = userinfo.indexOf(':');
+    const user = decodeURIComponent(colon === -1 ? userinfo : userinfo.slice(0, colon));
+    const password = colon === -1 ? '' : decodeURIComponent(userinfo.slice(colon + 1));
+    if (user !== '') auth.username = user;
+    if (password !== '') auth.password = password;
+  }
+  const slash = rest.indexOf('/');
+  const hostList = slash === -1 ? rest : rest.slice(0, slash);
+  const path = slash === -1 ? '' : decodeURIComponent(rest.slice(slash + 1));
+  const addresses = hostList.split(',').map((h) => parseAddress(h.trim(), scheme));
+  const params = new URLSearchParams(query);
+  if (scheme === 'redis+cluster') {
+    if (path !== '')
+      throw new InvalidValue(
+        `redis+cluster: takes no path (Redis Cluster has only database 0), got "/${path}"`,
+      );
+    for (const key of params.keys()) throw new InvalidValue(`redis+cluster: unknown option "${key}"`);
+    return { kind: 'cluster', nodes: addresses, ...auth };
+  }
+  if (!/^[A-Za-z0-9_.-]{1,128}$/.test(path)) {
+    throw new InvalidValue(
+      'redis+sentinel: needs the master name as the path, as in redis+sentinel://host:26379,host:26380/mymaster',
+    );
+  }
+  let sentinelPassword: string | undefined;
+  for (const [key, value] of params) {
+    if (key === 'sentinel_password') sentinelPassword = value;
+    else throw new InvalidValue(`redis+sentinel: unknown option "${key}" (options: sentinel_password)`);
+  }
+  return {
+    kind: 'sentinel',
+    sentinels: addresses,
+    name: path,
+    ...auth,
+    ...(sentinelPassword ? { sentinelPassword } : {}),
+  };
+}
+
+function parseAddress(text: string, scheme: string): RedisAddress {
+  const m = /^([A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\]):(\d{1,5})$/.exec(text);
+  const port = Number(m?.[2]);
+  if (!m || port < 1 || port > 65535) {
+    throw new InvalidValue(`${scheme}: each host must be host:port, got "${text}"`);
+  }
+  return { host: m[1]!.replace(/^\[|\]$/g, ''), port };
+}
+
+export type Scope = 'publish' | 'read' | 'admin';
+export const SCOPES: readonly Scope[] = ['publish', 'read', 'admin'];
+
+export interface PublisherKey {
+  readonly name: string;
+  readonly secret: string;
+  readonly scopes: ReadonlySet<Scope>;
+}
+
+export function parseKeys(raw: string | undefined): PublisherKey[] {
+  if (raw === undefined) return [];
+  const keys: PublisherKey[] = [];
+  const names = new Set<string>();
+  for (const item of raw.split(',')) {
+    const entry = item.trim();
+    if (entry === '') continue;
+    const parts = entry.split(':');
+    if (parts.length < 2 || parts.length > 3) {
+      throw new InvalidValue(
+        `each key must be name:secret or name:secret:scope+scope, got "${redact(entry)}"`,
+      );
+    }
+    const [name = '', secret = '', scopeList] = parts;
+    if (!/^[A-Za-z0-9_.-]{1,64}$/.test(name)) {
+      throw new InvalidValue(`key name "${name}" must be 1-64 characters of A-Z a-z 0-9 _ . -`);
+    }
+    if (secret.length < 8)
+      throw new InvalidValue(`the secret of key "${name}" must be at least 8 characters`);
+    if (names.has(name)) throw new InvalidValue(`key name "${name}" appears twice`);
+    names.add(name);
+    let scopes: Set<Scope>;
+    if (scopeList === undefined || scopeList === '') {
+      scopes = new Set(SCOPES);
+    } else {
+      scopes = new Set();
+      for (const s of scopeList.split('+')) {
+        if (!(SCOPES as readonly string[]).includes(s)) {
+          throw new InvalidValue(`key "${name}" has unknown scope "${s}" (scopes: ${SCOPES.join(', ')})`);
+        }
+        scopes.add(s as Scope);
+      }
+    }
+    keys.push({ name, secret, scopes });
+  }
+  return keys;
+}
+
+function redact(entry: string): string {
+  const [name] = entry.split(':');
+  return `${name}:***`;
+}
+
+/** Per channel namespace options (the part of a channel name before the first ':'). */
+export interface NamespaceOptions {
+  /** Clients may `publish` to channels of this namespace (still subject to their token's patterns unless public). */
+  readonly publish: boolean;
+  /** Any authenticated client may subscribe, whatever its token's `channels` claim. */
+  readonly public: boolean;
+  /** Subscribers receive `pushrelay:join` / `pushrelay:leave` events. */
+  readonly presence: boolean;
+  /** Messages kept per channel for recovery (0 turns history off). */
+  readonly historySize: number;
+  /** Seconds a message stays recoverable. */
+  readonly historyTtl: number;
+}
+
+const NAMESPACE_KEYS = ['publish', 'public', 'presence', 'history_size', 'history_ttl'] as const;
+
+export function parseNamespaces(raw: string | undefined): Record<string, Partial<NamespaceOptions>> {
+  // No prototype: a channel named "constructor" must not find Object's.
+  if (raw === undefined) return Object.create(null);
+  let value: unknown;
+  try {
+    value = JSON.parse(raw);
+  } catch {
+    throw new InvalidValue('must be a JSON object such as {"chat":{"publish":true,"history_size":500}}');
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw new InvalidValue('must be a JSON object keyed by namespace');
+  }
+  const out: Record<string, Partial<NamespaceOptions>> = Object.create(null);
+  for (const [ns, opts] of Object.entries(value)) {
+    if (!/^[A-Za-z0-9_.-]{1,64}$/.test(ns) || ns === 'user') {
+      throw new InvalidValue(`namespace "${ns}" is not a valid namespace name (and "user" is reserved)`);
+    }
+    if (typeof opts !== 'object' || opts === null || Array.isArray(opts)) {
+      throw new InvalidValue(`namespace "${ns}" must map to an object`);
+    }
+    const o: { -readonly [K in keyof NamespaceOptions]?: NamespaceOptions[K] } = {};
+    for (const [k, v] of Object.entries(opts)) {
+      if (!(NAMESPACE_KEYS as readonly string[]).includes(k)) {
+        throw new InvalidValue(
+          `namespace "${ns}" has unknown option "${k}" (options: ${NAMESPACE_KEYS.join(', ')})`,
+        );
+      }
+      if (k === 'history_size' || k === 'history_ttl') {
+        if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > 1_000_000) {
+          throw new InvalidValue(`namespace "${ns}" option "${k}" must be an integer between 0 and 1000000`);
+        }
+        if (k === 'history_size') o.historySize = v;
+        else o.historyTtl = v;
+      } else {
+        if (typeof v !== 'boolean')
+          throw new InvalidValue(`namespace "${ns}" option "${k}" must be true or false`);
+        o[k as 'publish' | 'public' | 'presence'] = v;
+      }
+    }
+    out[ns] = o;
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------
+// The table. Keys are the Config property names; order is the README's order.
+
+export const schema = {
+  port: int('PORT', 'TCP port for HTTP and Socket.IO', 8080, 0, 65535),
+  host: text('HOST', 'interface to listen on', '0.0.0.0'),
+  redis: variable(
+    'REDIS_URL',
+    '`redis://` or `rediss://` URL of one Redis; `redis+sentinel://[user:password@]host:port,host:port/<master name>[?sentinel_password=...]` for Sentinel; `redis+cluster://[user:password@]host:port,host:port` (seed nodes) for Redis Cluster; unset means standalone (one process, in memory)',
+    '(unset)',
+    parseRedisUrl,
+  ),
+  nodeEnv: text(
+    'NODE_ENV',
+    '`production` refuses insecure settings; anything else is development',
+    'development',
+  ),
+  logLevel: oneOf('LOG_LEVEL', 'pino log level', 'info', [
+    'fatal',
+    'error',
+    'warn',
+    'info',
+    'debug',
+    'trace',
+    'silent',
+  ]),
+  keys: variable(
+    'PUSHRELAY_KEYS',
+    'publisher keys, comma-separated `name:secret` or `name:secret:scope+scope` (scopes `publish`, `read`, `admin`; none listed means all)',
+    '(generated outside production)',
+    parseKeys,
+  ),
+  rateLimit: int(
+    'PUSHRELAY_RATE_LIMIT',
+    'publish requests per key per minute, cluster-wide (0 turns the limit off)',
+    6000,
+    0,
+    100_000_000,
+  ),
+  jwtSecret: optional(
+    'PUSHRELAY_JWT_SECRET',
+    'HS256 secret for client tokens (generated outside production)',
+  ),
+  jwtPublicKey: optional(
+    'PUSHRELAY_JWT_PUBLIC_KEY',
+    'PEM public key (RSA for RS256, P-256 for ES256) verifying client tokens; `\\n` escapes allowed',
+  ),
+  jwksUrl: url(
+    'PUSHRELAY_JWKS_URL',
+    'JWKS URL for RS256/ES256 client tokens (cached, follows key rotation)',
+    ['https:', 'http:'],
+  ),
+  jwtAudience: optional('PUSHRELAY_JWT_AUDIENCE', 'required `aud` of client tokens, when set'),
+  jwtIssuer: optional('PUSHRELAY_JWT_ISSUER', 'required `iss` of client tokens, when set'),
+  corsOrigins: list(
+    'PUSHRELAY_CORS_ORIGINS',
+    'allowed browser origins for HTTP CORS and the WebSocket `Origin` check, comma-separated; `*` allows any (refused in production)',
+  ),
+  prefix: text(
+    'PUSHRELAY_PREFIX',
+    'prefix of every Redis key and channel',
+    'pushrelay',
+    /^[A-Za-z0-9_.-]{1,32}$/,
+    'must be 1-32 characters of A-Z a-z 0-9 _ . -',
+  ),
+  drainSeconds: seconds(
+    'PUSHRELAY_DRAIN_SECONDS',
+    'on SIGTERM, how long disconnects are spread over while HTTP keeps serving',
+    10,
+    0,
+    3600,
+  ),
+  nodeId: text(
+    'PUSHRELAY_NODE_ID',
+    'this node’s name in presence and metrics (default: hostname and a random suffix)',
+    '',
+    /^([a-z0-9][a-z0-9-]{0,62})?$/,
+    'must be 1-63 characters of a-z 0-9 - (starting with a letter or digit)',
+  ),
+  maxPayloadBytes: int(
+    'PUSHRELAY_MAX_PAYLOAD_BYTES',
+    'largest HTTP body and Socket.IO packet accepted, in bytes',
+    65536,
+    1024,
+    16 * 1024 * 1024,
+  ),
+  maxJsonDepth: int(
+    'PUSHRELAY_MAX_JSON_DEPTH',
+    'deepest nesting accepted in a JSON body or message',
+    32,
+    2,
+    1000,
+  ),
+  maxChannels: int('PUSHRELAY_MAX_CHANNELS', 'channels one socket may be subscribed to', 128, 1, 100_000),
+  socketRateLimit: int(
+    'PUSHRELAY_SOCKET_RATE_LIMIT',
+    'client requests (subscribe, publish, ...) one socket may make per second; bursts up to twice that',
+    20,
+    1,
+    100_000,
+  ),
+  maxConnections: int(
+    'PUSHRELAY_MAX_CONNECTIONS',
+    'sockets one node accepts; past it handshakes answer 503 and clients retry elsewhere',
+    50_000,
+    1,
+    10_000_000,
+  ),
+  connectRate: int(
+    'PUSHRELAY_CONNECT_RATE',
+    'new socket handshakes one node accepts per second (a reconnect storm is spread out, not absorbed at once)',
+    500,
+    1,
+    1_000_000,
+  ),
+  trustProxy: variable(
+    'PUSHRELAY_TRUST_PROXY',
+    'trust X-Forwarded-For from: `false`, `true` (any), a hop count, or proxy addresses/CIDRs, comma-separated',
+    'false',
+    parseTrustProxy,
+  ),
+  socketBufferBytes: int(
+    'PUSHRELAY_SOCKET_BUFFER_BYTES',
+    'outgoing bytes a socket may have waiting before it is disconnected as a slow consumer (it reconnects and recovers)',
+    1024 * 1024,
+    64 * 1024,
+    1024 * 1024 * 1024,
+  ),
+  historySize: int(
+    'PUSHRELAY_HISTORY_SIZE',
+    'messages kept per channel for recovery (0 turns history off); per namespace in `PUSHRELAY_NAMESPACES`',
+    100,
+    0,
+    1_000_000,
+  ),
+  historyTtl: int(
+    'PUSHRELAY_HISTORY_TTL_SECONDS',
+    'seconds a message stays recoverable; per namespace in `PUSHRELAY_NAMESPACES`',
+    300,
+    1,
+    30 * 86400,
+  ),
+  namespaces: variable(
+    'PUSHRELAY_NAMESPACES',
+    'per-namespace options as JSON: `{"chat":{"publish":true,"public":false,"presence":true,"history_size":500,"history_ttl":3600}}`',
+    '{}',
+    parseNamespaces,
+  ),
+  idempotencySeconds: int(
+    'PUSHRELAY_IDEMPOTENCY_SECONDS',
+    'how long a publish `id` is remembered: a repeat within it is delivered once',
+    300,
+    1,
+    86400,
+  ),
+  offlineWebhook: url(
+    'PUSHRELAY_OFFLINE_WEBHOOK',
+    'URL called (POST, signed) when a publish to a user finds none of their sockets online',
+    ['https:', 'http:'],
+  ),
+  offlineWebhookSecret: optional(
+    'PUSHRELAY_OFFLINE_WEBHOOK_SECRET',
+    'secret signing offline webhook calls (required with PUSHRELAY_OFFLINE_WEBHOOK)',
+  ),
+  redisWaitReplicas: int(
+    'PUSHRELAY_REDIS_WAIT_REPLICAS',
+    'replicas that must hold a publish before it is answered 2xx and fanned out (Redis `WAIT`); 0 answers once the master has it',
+    0,
+    0,
+    16,
+  ),
+  redisWaitMs: int(
+    'PUSHRELAY_REDIS_WAIT_MS',
+    'how long a publish waits for `PUSHRELAY_REDIS_WAIT_REPLICAS` replicas before answering 503',
+    500,
+    1,
+    60_000,
+  ),
+  presenceTtl: int(
+    'PUSHRELAY_PRESENCE_TTL_SECONDS',
+    'a node that stops heartbeating stops counting in presence after this many seconds',
+    9,
+    3,
+    300,
+  ),
+  console: variable(
+    'PUSHRELAY_CONSOLE',
+    'serve the web console at `/console` (`on` or `off`); its data needs a publisher key either way',
+    '(on outside production)',
+    (raw): boolean | undefined => {
+      if (raw === undefined) return undefined;
+      if (raw === 'on') return true;
+      if (raw === 'off') return false;
+      throw new InvalidValue(`must be on or off, got "${raw}"`);
+    },
+  ),
+} satisfies Record<string, Variable<unknown>>;
+
+export type Schema = typeof schema;
+export type Settings = { readonly [K in keyof Schema]: ReturnType<Schema[K]['parse']> };
+
+/** Every variable name the relay reads; anything else under PUSHRELAY_ is reported. */
+export const KNOWN_VARIABLES: ReadonlySet<string> = new Set(Object.values(schema).map((v) => v.env));
+
+/**
+ * What the `pushrelay` CLI and the publisher SDK read, never the relay. They
+ * often sit in the same shell as `npm start`, so the relay ignores them
+ * instead of refusing to start.
+ */
+export const PUBLISHER_VARIABLES: ReadonlySet<string> = new Set([
+  'PUSHRELAY_URL',
+  'PUSHRELAY_SECRET',
+  'PUSHRELAY_KEY_NAME',
+]);

@@ -1,0 +1,226 @@
+import { randomUUID } from 'node:crypto';
+import type { Broker } from '../broker/index.js';
+import { isRelayError, RelayError } from '../errors.js';
+import type { Metrics } from '../metrics/index.js';
+import type { Presence } from '../presence/index.js';
+import {
+  assertClientChannel,
+  assertEventName,
+  assertUserId,
+  BROADCAST_CHANNEL,
+  type Position,
+  type Publication,
+  userChannel,
+} from './message.js';
+import type { ResultStore } from './results.js';
+import type { PublishBody } from './schema.js';
+
+export type PublishSource = 'http' | 'batch' | 'legacy' | 'redis' | 'socket';
+
+export interface PublishResult {
+  /** The message id: the publisher's idempotency `id` when it sent one. */
+  id: string;
+  /** Targeted users (from `users`) with at least one socket, and sockets the message reached, cluster-wide. */
+  online: { users: number; sockets: number };
+  /** Users from `users` that had no socket anywhere. */
+  offline: string[];
+  /** History position the message got in each channel it went to. */
+  channels: Record<string, Position>;
+}
+
+export type PublishOutcome = { ok: true; result: PublishResult } | { ok: false; error: RelayError };
+
+/** A validated publish, ready to be written. */
+interface Plan {
+  readonly body: PublishBody;
+  readonly users: readonly string[];
+  readonly channels: readonly string[];
+  readonly broadcast: boolean;
+  readonly except: readonly string[];
+  readonly data: string;
+}
+
+export interface IngestDeps {
+  readonly broker: Broker;
+  readonly presence: Presence;
+  readonly results: ResultStore;
+  readonly metrics: Metrics;
+  readonly maxPayloadBytes: number;
+  /** Told about targeted users that had no socket online (offline fallback). */
+  readonly onOffline?: (users: readonly string[], publication: Publication) => void;
+}
+
+/**
+ * The one path every publish takes, whatever it came from (HTTP, batch,
+ * legacy routes, the Redis ingest channel, a client): validate, then append
+ * to history and fan out in one broker step, then answer with positions and
+ * who was online. A publish is acknowledged only after the broker holds it.
+ */
+export class Ingest {
+  constructor(private readonly deps: IngestDeps) {}
+
+  async publish(body: PublishBody, source: PublishSource): Promise<PublishResult> {
+    const started = performance.now();
+    try {
+      const [result] = await this.executeMany([this.plan(body)], source);
+      this.deps.metrics.publishDuration.observe({ source }, (performance.now() - started) / 1000);
+      return result!;
+    } catch (err) {
+      this.deps.metrics.publishes.inc({ source, outcome: isRelayError(err) ? err.code : 'internal' });
+      throw err;
+    }
+  }
+
+  /**
+   * Validates every message before writing any (a malformed batch writes
+   * nothing), then writes them together: one idempotency lookup, one broker
+   * call and one presence read for the whole batch. Nothing is acknowledged
+   * unless the broker took all of it.
+   */
+  async publishBatch(bodies: readonly PublishBody[], source: PublishSource): Promise<PublishOutcome[]> {
+    const plans = bodies.map((body, i) => {
+      try {
+        return this.plan(body);
+      } catch (err) {
+        if (isRelayError(err)) throw new RelayError(err.code, `messages[${i}]: ${err.message}`);
+        throw err;
+      }
+    });
+    const started = performance.now();
+    try {
+      const results = await this.executeMany(plans, source);
+      this.deps.metrics.publishDuration.observe({ source }, (performance.now() - started) / 1000);
+      return results.map((result) => ({ ok: true, result }));
+    } catch (err) {
+      const error = isRelayError(err) ? err : new RelayError('internal');
+      this.deps.metrics.publishes.inc({ source, outcome: error.code }, plans.length);
+      if (!isRelayError(err)) throw err;
+      return plans.map(() => ({ ok: false, error }));
+    }
+  }
+
+  /** Checks a publish against the rules every source shares; throws the first problem. */
+  plan(body: PublishBody): Plan {
+    assertEventName(body.event);
+    const except = [...new Set(body.except_users ?? [])];
+    for (const u of except) assertUserId(u);
+    const excluded = new Set(except);
+    const users = [...new Set(body.users ?? [])];
+    for (const u of users) assertUserId(u);
+    const channels = [...new Set(body.channels ?? [])];
+    for (const c of channels) assertClientChannel(c);
+    const broadcast = body.broadcast === true;
+    if (broadcast && (users.length > 0 || channels.length > 0)) throw new RelayError('invalid_target');
+    if (!broadcast && users.length === 0 && channels.length === 0) throw new RelayError('no_target');
+    const data = body.data === undefined ? 'null' : JSON.stringify(body.data);
+    if (Buffer.byteLength(data) > this.deps.maxPayloadBytes) {
+      throw new RelayError('payload_too_large', `data is larger than ${this.deps.maxPayloadBytes} bytes`);
+    }
+    return {
+      body,
+      users: users.filter((u) => !excluded.has(u)),
+      channels,
+      broadcast,
+      except,
+      data,
+    };
+  }
+
+  /** Writes validated publishes: each answered from an earlier publish with its id, or appended and fanned out. */
+  private async executeMany(plans: readonly Plan[], source: PublishSource): Promise<PublishResult[]> {
+    const { broker, results, metrics } = this.deps;
+    const ids = plans.map((p) => p.body.id).filter((id): id is string => id !== undefined);
+    const previous = ids.length > 0 ? await results.getMany(ids) : undefined;
+    const out: (PublishResult | undefined)[] = plans.map((p) =>
+      p.body.id !== undefined ? previous?.get(p.body.id) : undefined,
+    );
+    const fresh = plans.flatMap((plan, index) => {
+      if (out[index]) {
+        metrics.publishes.inc({ source, outcome: 'duplicate' });
+        return [];
+      }
+      const publication: Publication = {
+        id: plan.body.id ?? randomUUID(),
+        event: plan.body.event,
+        data: plan.data,
+        ts: Date.now(),
+        except: plan.except.length > 0 ? plan.except : undefined,
+      };
+      const targets = plan.broadcast
+        ? [BROADCAST_CHANNEL]
+        : [...plan.users.map(userChannel), ...plan.channels];
+      return [{ index, plan, publication, targets }];
+    });
+    if (fresh.length === 0) return out as PublishResult[];
+
+    const [positions, online] = await Promise.all([
+      broker.publishMany(
+        fresh.map((f) => ({
+          publication: f.publication,
+          channels: f.targets,
+          idempotent: f.plan.body.id !== undefined,
+        })),
+      ),
+      this.countOnline(fresh.map((f) => f.plan)),
+    ]);
+    const made = fresh.map((f, i): PublishResult => {
+      const channels: Record<string, Position> = {};
+      f.targets.forEach((t, j) => {
+        channels[t] = positions[i]![j]!;
+      });
+      return { id: f.publication.id, online: online[i]!.online, offline: online[i]!.offline, channels };
+    });
+    // The first answer stored for an id wins, so a repeat answers exactly what the first publish did.
+    const keyed = fresh.flatMap((f, i) =>
+      f.plan.body.id !== undefined ? [[f.plan.body.id, made[i]!] as const] : [],
+    );
+    const kept = keyed.length > 0 ? await results.putMany(keyed) : [];
+    let k = 0;
+    fresh.forEach((f, i) => {
+      out[f.index] = f.plan.body.id !== undefined ? kept[k++]! : made[i]!;
+      metrics.publishes.inc({ source, outcome: 'ok' });
+      const offline = online[i]!.offline;
+      if (offline.length > 0) this.deps.onOffline?.(offline, f.publication);
+    });
+    return out as PublishResult[];
+  }
+
+  /** Who each publish reached, from one presence read for all of them. */
+  private async countOnline(
+    plans: readonly Plan[],
+  ): Promise<{ online: PublishResult['online']; offline: string[] }[]> {
+    const { presence } = this.deps;
+    const wanted = new Set<string>();
+    for (const p of plans) {
+      if (p.broadcast) for (const u of p.except) wanted.add(userChannel(u));
+      else {
+        for (const u of p.users) wanted.add(userChannel(u));
+        for (const c of p.channels) wanted.add(c);
+      }
+    }
+    const channels = [...wanted];
+    const [counts, nodes] = await Promise.all([
+      presence.count(channels),
+      plans.some((p) => p.broadcast) ? presence.nodes() : undefined,
+    ]);
+    const count = new Map(channels.map((c, i) => [c, counts[i] ?? 0]));
+    const total = nodes?.reduce((n, node) => n + node.sockets, 0) ?? 0;
+    return plans.map((p) => {
+      if (p.broadcast) {
+        const excluded = p.except.reduce((n, u) => n + (count.get(userChannel(u)) ?? 0), 0);
+        return { online: { users: 0, sockets: Math.max(0, total - excluded) }, offline: [] };
+      }
+      const offline: string[] = [];
+      let users = 0;
+      let sockets = 0;
+      for (const u of p.users) {
+        const n = count.get(userChannel(u)) ?? 0;
+        sockets += n;
+        if (n > 0) users++;
+        else offline.push(u);
+      }
+      for (const c of p.channels) sockets += count.get(c) ?? 0;
+      return { online: { users, sockets }, offline };
+    });
+  }
+}

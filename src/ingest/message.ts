@@ -1,0 +1,151 @@
+import { RelayError } from '../errors.js';
+
+// Names and encodings shared by every publish path and every node.
+
+/** Characters allowed in channel segments and user ids. No `*` (patterns), no braces (Redis hash tags), no `/`. */
+const NAME_CHARS = 'A-Za-z0-9_.@=+|!~,;-';
+const CHANNEL_RE = new RegExp(`^[${NAME_CHARS}]+(?::[${NAME_CHARS}]+)*$`);
+const USER_RE = new RegExp(`^[:${NAME_CHARS}]{1,128}$`);
+export const MAX_CHANNEL_LENGTH = 200;
+
+/** The channel every socket is in; broadcasts travel on it. */
+export const BROADCAST_CHANNEL = '$broadcast';
+export const USER_NAMESPACE = 'user';
+
+export function userChannel(user: string): string {
+  return `${USER_NAMESPACE}:${user}`;
+}
+
+export function isUserId(user: unknown): user is string {
+  return typeof user === 'string' && USER_RE.test(user);
+}
+
+export function isChannelName(channel: unknown): channel is string {
+  return typeof channel === 'string' && channel.length <= MAX_CHANNEL_LENGTH && CHANNEL_RE.test(channel);
+}
+
+/** A channel a client or publisher may name directly: valid, not a user's own channel, not a system one. */
+export function assertClientChannel(channel: unknown): asserts channel is string {
+  if (!isChannelName(channel)) {
+    throw new RelayError(
+      'invalid_channel',
+      `invalid channel name ${JSON.stringify(channel)}: use 1-${MAX_CHANNEL_LENGTH} characters of A-Z a-z 0-9 ${NAME_CHARS.slice(9)} with ':' between segments`,
+    );
+  }
+  if (channel.startsWith(`${USER_NAMESPACE}:`)) {
+    throw new RelayError(
+      'invalid_channel',
+      `channel "${channel}" is in the reserved "user" namespace: target users with "users" instead`,
+    );
+  }
+}
+
+export function assertUserId(user: unknown): asserts user is string {
+  if (!isUserId(user)) {
+    throw new RelayError(
+      'invalid_user',
+      `invalid user id ${JSON.stringify(user)}: use 1-128 characters of A-Z a-z 0-9 ${NAME_CHARS.slice(9)}:`,
+    );
+  }
+}
+
+/**
+ * Socket.IO's reserved event names (socket.io-parser refuses packets that
+ * carry them, so a client receiving one would drop the connection), plus the
+ * relay's own `pushrelay:*` events.
+ */
+export const RESERVED_EVENTS: ReadonlySet<string> = new Set([
+  'connect',
+  'connect_error',
+  'disconnect',
+  'disconnecting',
+  'newListener',
+  'removeListener',
+]);
+const EVENT_RE = /^[^\u0000-\u001f\u007f]{1,100}$/;
+
+export function assertEventName(event: unknown): asserts event is string {
+  if (typeof event !== 'string' || !EVENT_RE.test(event)) {
+    throw new RelayError(
+      'invalid_event',
+      `invalid event name ${JSON.stringify(event)}: use 1-100 printable characters`,
+    );
+  }
+  if (RESERVED_EVENTS.has(event) || event.startsWith('pushrelay:')) {
+    throw new RelayError(
+      'reserved_event',
+      `event name "${event}" is reserved (Socket.IO or pushrelay:* events)`,
+    );
+  }
+}
+
+/** Events the relay itself emits to clients. */
+export const SERVER_EVENTS = {
+  connected: 'pushrelay:connected',
+  disconnect: 'pushrelay:disconnect',
+  join: 'pushrelay:join',
+  leave: 'pushrelay:leave',
+} as const;
+
+// ---------------------------------------------------------------------------
+// A publication as it is stored in history and carried between nodes.
+
+export interface Publication {
+  readonly id: string;
+  readonly event: string;
+  /** The message data, as JSON text; encoded once per publish. */
+  readonly data: string;
+  /** Milliseconds since the epoch, at the node that accepted the publish. */
+  readonly ts: number;
+  /** Users whose sockets do not receive it. */
+  readonly except?: readonly string[] | undefined;
+}
+
+/** A publication read back: data is a value again. */
+export interface Message {
+  readonly id: string;
+  readonly event: string;
+  readonly data: unknown;
+  readonly ts: number;
+  readonly except?: readonly string[] | undefined;
+}
+
+/** Encoded once per publish and shared by every channel it targets; `d` stays last so data is never re-encoded. */
+export function encodePublication(p: Publication): string {
+  const except = p.except && p.except.length > 0 ? `,"x":${JSON.stringify(p.except)}` : '';
+  return `{"i":${JSON.stringify(p.id)},"e":${JSON.stringify(p.event)},"t":${p.ts}${except},"d":${p.data}}`;
+}
+
+interface Encoded {
+  i: string;
+  e: string;
+  t: number;
+  x?: string[];
+  d: unknown;
+}
+
+export function decodePublication(text: string): Message {
+  const o = JSON.parse(text) as Encoded;
+  return { id: o.i, event: o.e, data: o.d, ts: o.t, except: o.x };
+}
+
+/** Position of a message in a channel's history: offsets increase by one; a new epoch means history was lost. */
+export interface Position {
+  readonly offset: number;
+  readonly epoch: string;
+}
+
+/** A message on its way to the sockets of one channel. */
+export interface Delivery extends Position {
+  readonly channel: string;
+  readonly message: Message;
+}
+
+/** What a client receives as the second argument of every event. */
+export interface Meta {
+  id: string;
+  channel: string;
+  offset: number;
+  epoch: string;
+  ts: number;
+}

@@ -1,0 +1,98 @@
+import type { Server, Socket } from 'socket.io';
+import type { DisconnectReason, ErrorBody } from '../errors.js';
+import type { Position } from '../ingest/message.js';
+
+// The wire protocol a client sees, as types. Client requests carry an
+// acknowledgement; every answer is { ok: true, ... } or { ok: false, error }.
+
+export type Answer<T extends object = object> = ({ ok: true } & T) | { ok: false; error: ErrorBody };
+export type Ack<T extends object = object> = (answer: Answer<T>) => void;
+
+/** A client's claim of where it left off in a channel. */
+export type Since = Record<string, Position>;
+
+export interface ChannelAnswer extends Position {
+  /** True when every message after the client's `since` position was delivered, in order, before this answer. */
+  recovered: boolean;
+}
+
+export interface SubscribeRequest {
+  channels: string[];
+  since?: Since;
+}
+export interface UnsubscribeRequest {
+  channels: string[];
+}
+export interface ClientPublishRequest {
+  channel: string;
+  event: string;
+  data?: unknown;
+}
+export interface RefreshRequest {
+  token: string;
+}
+
+export interface ClientToServerEvents {
+  subscribe(req: SubscribeRequest, ack?: Ack<{ channels: Record<string, ChannelAnswer> }>): void;
+  unsubscribe(req: UnsubscribeRequest, ack?: Ack): void;
+  publish(req: ClientPublishRequest, ack?: Ack<{ id: string; offset: number }>): void;
+  refresh(req: RefreshRequest, ack?: Ack<{ expiresAt: number }>): void;
+}
+
+export interface ConnectedEvent {
+  user: string;
+  node: string;
+  /** Token expiry, seconds since the epoch: refresh before it. */
+  expiresAt: number;
+  /** The user's own channel and the broadcast channel, with recovery results for `auth.since`. */
+  channels: Record<string, ChannelAnswer>;
+}
+
+export interface DisconnectNotice {
+  code: number;
+  reason: string;
+  message: string;
+  /** Whether the client should reconnect at once (and recover). */
+  reconnect: boolean;
+}
+
+export interface PresenceNotice {
+  channel: string;
+  user: string;
+}
+
+export interface ServerToClientEvents {
+  'pushrelay:connected'(event: ConnectedEvent): void;
+  'pushrelay:disconnect'(notice: DisconnectNotice): void;
+  'pushrelay:join'(notice: PresenceNotice): void;
+  'pushrelay:leave'(notice: PresenceNotice): void;
+  /** Every published event: the data, then where it sits in its channel (a Meta). */
+  // biome-ignore lint/suspicious/noExplicitAny: published events carry any JSON value
+  [event: string]: (...args: any[]) => void;
+}
+
+/** What the admin routes ask every node to do to one user's sockets. */
+export type UserOperation =
+  | { op: 'disconnect'; user: string }
+  | { op: 'subscribe'; user: string; channels: string[] }
+  | { op: 'unsubscribe'; user: string; channels: string[] };
+
+export interface InterServerEvents {
+  /** Answers how many of the user's sockets on the node it reached were affected. */
+  'pushrelay:user': (operation: UserOperation, ack: (sockets: number) => void) => void;
+}
+
+export interface SocketData {
+  user: string;
+  /** Token expiry, seconds since the epoch. */
+  exp: number;
+  patterns: readonly string[];
+  expiryTimer?: NodeJS.Timeout;
+  /** Channels being joined by subscribe requests still in flight (they count against the limit). */
+  joining?: number;
+  /** Why the relay ended this socket, for the disconnect metric (Socket.IO's own reason says only "forced close"). */
+  disconnectReason?: DisconnectReason;
+}
+
+export type RelayServer = Server<ClientToServerEvents, ServerToClientEvents, InterServerEvents, SocketData>;
+export type RelaySocket = Socket<ClientToServerEvents, ServerToClientEvents, InterServerEvents, SocketData>;

@@ -1,0 +1,12 @@
+import { assertClientChannel } from '../../ingest/message.js';
+import type { Hub } from '../hub.js';
+import { channelList, type Handler } from './answer.js';
+
+export function unsubscribeHandler(hub: Hub, maxChannels: number): Handler {
+  return async (socket, request) => {
+    const channels = channelList(request, 'unsubscribe', maxChannels);
+    for (const c of channels) assertClientChannel(c);
+    for (const c of channels) hub.detach(socket, c);
+    return {};
+  };
+}

@@ -1,0 +1,444 @@
+import type { Logger } from 'pino';
+import type { Broker, HistoryEntry } from '../broker/index.js';
+import { DISCONNECTS, type DisconnectReason } from '../errors.js';
+import {
+  BROADCAST_CHANNEL,
+  type Delivery,
+  decodePublication,
+  type Message,
+  type Meta,
+  userChannel,
+} from '../ingest/message.js';
+import type { Metrics } from '../metrics/index.js';
+import type { Presence } from '../presence/index.js';
+import type { ChannelAnswer, RelayServer, RelaySocket } from './events.js';
+
+/**
+ * This node's view of one channel it has sockets in. `delivered` is the
+ * highest offset written to the channel's room; everything at or below it has
+ * reached every socket that was in the room, and nothing above it has.
+ */
+interface ChannelState {
+  readonly name: string;
+  epoch: string;
+  delivered: number;
+  /** Message id at `delivered`, when this node delivered it: checks that Redis still has what was delivered. */
+  lastId: string | undefined;
+  /** Resolves once the node is subscribed and knows the channel's position. */
+  ready: Promise<void>;
+  isReady: boolean;
+  /** Live deliveries held back while the position is unknown or a gap is being filled. */
+  pending: Delivery[];
+  /** The gap fill in progress, if any. */
+  filling: Promise<void> | undefined;
+  /** Recoveries reading history right now; live deliveries wait in `pending` meanwhile. */
+  holds: number;
+  linger: NodeJS.Timeout | undefined;
+}
+
+/** Entries read per history request while filling a gap. */
+const FILL_BATCH = 1000;
+/** How long a node stays subscribed to a channel after its last socket left (reconnects are common). */
+const LINGER_MS = 5000;
+const RETRY_MS = 1000;
+
+/**
+ * Moves messages from the broker to this node's sockets, exactly once and in
+ * offset order per channel:
+ *
+ * - live deliveries at or below `delivered` are duplicates and dropped;
+ * - a delivery past `delivered + 1` reveals a gap (the node's Redis
+ *   subscription was interrupted), which is filled from history first;
+ * - after an interruption the broker asks for a resync, and quiet channels
+ *   are caught up from history too;
+ * - a socket joining with a `since` position gets the missed entries from
+ *   history and joins the room in the same tick as the last of them, so it
+ *   sees neither a gap nor a duplicate at the seam.
+ */
+export class Hub {
+  private readonly channels = new Map<string, ChannelState>();
+  private closed = false;
+
+  constructor(
+    private readonly io: RelayServer,
+    private readonly broker: Broker,
+    private readonly presence: Presence,
+    private readonly metrics: Metrics,
+    private readonly log: Logger,
+  ) {
+    broker.onDelivery((d) => this.receive(d));
+    broker.onResync(() => void this.resync());
+    const adapter = io.of('/').adapter;
+    adapter.on('leave-room', (room: string, id: string) => {
+      if (room === id || room === BROADCAST_CHANNEL) return;
+      const socket = io.of('/').sockets.get(id);
+      this.presence.leave(room, id).catch(() => {});
+      if (socket && this.namespacePresence(room)) this.notifyPresence(socket, room, 'pushrelay:leave');
+    });
+    adapter.on('delete-room', (room: string) => this.scheduleUnsubscribe(room));
+  }
+
+  /** The namespace option that turns join/leave notices on; set by the app. */
+  namespacePresence: (channel: string) => boolean = () => false;
+  /** Most entries a recovery may replay (the channel's history size); set by the app. */
+  replayLimit: (channel: string) => number = () => 1000;
+
+  /**
+   * Puts a socket in a channel, first replaying what it missed after `since`.
+   * Resolves with the position the socket is now at.
+   */
+  async attach(
+    socket: RelaySocket,
+    channel: string,
+    since?: { offset: number; epoch: string },
+  ): Promise<ChannelAnswer> {
+    const state = await this.ensure(channel);
+    if (socket.rooms.has(channel) || socket.disconnected) {
+      return { offset: state.delivered, epoch: state.epoch, recovered: since !== undefined };
+    }
+    let entries: readonly HistoryEntry[] | undefined;
+    if (since !== undefined && since.epoch === state.epoch) {
+      if (since.offset > state.delivered) {
+        // The client saw more than this node has delivered (it came from a
+        // node further ahead): bring the room up to the client's offset first.
+        await this.fill(state, since.offset);
+      }
+      if (since.epoch === state.epoch && since.offset <= state.delivered) {
+        // Live deliveries wait while history is read, so one read always
+        // reaches the room's position however busy the channel is.
+        state.holds++;
+        try {
+          entries = await this.missed(state, since.offset);
+        } catch (err) {
+          state.holds--;
+          this.drain(state);
+          throw err;
+        }
+        state.holds--;
+      }
+    }
+    // From here to join() nothing awaits: the replayed entries end exactly
+    // where the room's live deliveries begin.
+    if (!socket.disconnected) {
+      if (entries && entries.length > 0) {
+        const user = socket.data.user;
+        for (const e of entries) {
+          const message = decodePublication(e.text);
+          if (message.except?.includes(user)) continue;
+          socket.emit(message.event, message.data, meta(channel, e.offset, e.epoch, message));
+        }
+        this.metrics.deliveryRecovered.inc({ kind: 'client' }, entries.length);
+      }
+      socket.join(channel);
+    }
+    const answer = { offset: state.delivered, epoch: state.epoch, recovered: entries !== undefined };
+    this.drain(state);
+    if (socket.disconnected) return { ...answer, recovered: false };
+    if (channel === BROADCAST_CHANNEL) return answer; // everyone is in it; counted from node totals
+    if (this.namespacePresence(channel)) this.notifyPresence(socket, channel, 'pushrelay:join');
+    // The socket receives either way; a presence write that fails is written
+    // again with the node's whole membership on the next heartbeat.
+    await this.presence.join(channel, socket.id, socket.data.user).catch((err: unknown) => {
+      this.log.debug({ channel, err: (err as Error).message }, 'presence write deferred');
+    });
+    return answer;
+  }
+
+  detach(socket: RelaySocket, channel: string): void {
+    socket.leave(channel);
+  }
+
+  /**
+   * The answer for a socket that attached earlier, as of now: the room's
+   * current position. Answers are sent after every channel of a request is
+   * attached, and a room keeps delivering meanwhile, so the position at
+   * attach time could be older than messages the socket already got.
+   */
+  answerNow(channel: string, attached: ChannelAnswer): ChannelAnswer {
+    const state = this.channels.get(channel);
+    if (!state || state.epoch !== attached.epoch || state.delivered < attached.offset) return attached;
+    return { offset: state.delivered, epoch: state.epoch, recovered: attached.recovered };
+  }
+
+  /** Channels this node is subscribed to, for metrics and tests. */
+  subscribedChannels(): string[] {
+    return [...this.channels.keys()];
+  }
+
+  /** Catches every channel up with history after the broker's subscription came back. */
+  async resync(): Promise<void> {
+    // What this node had delivered before asking: every one of those was
+    // written to Redis before it was published, so a read issued now must see
+    // it. (Deliveries arriving while the read is in flight are newer than the
+    // read and prove nothing.)
+    const seen = [...this.channels.values()]
+      .filter((s) => s.isReady)
+      .map((state) => ({ state, epoch: state.epoch, delivered: state.delivered, lastId: state.lastId }));
+    if (seen.length === 0) return;
+    let positions: Awaited<ReturnType<Broker['positions']>>;
+    let ids: (string | undefined)[];
+    try {
+      [positions, ids] = await Promise.all([
+        this.broker.positions(seen.map((s) => s.state.name)),
+        this.broker.idsAt(seen.map((s) => ({ channel: s.state.name, offset: s.delivered }))),
+      ]);
+    } catch {
+      this.retryLater(() => this.resync());
+      return;
+    }
+    for (const [i, before] of seen.entries()) {
+      const { state } = before;
+      const top = positions[i]!;
+      const id = ids[i];
+      if (state.epoch !== before.epoch) continue; // a live delivery already moved it to a new epoch
+      if (top.epoch !== before.epoch) {
+        this.lost(state, top.epoch, top.offset);
+      } else if (
+        top.offset < before.delivered ||
+        (before.lastId !== undefined && id !== undefined && id !== before.lastId)
+      ) {
+        // Redis came back without writes this node had delivered (an AOF
+        // with fsync everysec can lose its last second): the offsets after
+        // them are being handed out again to other messages. A new epoch
+        // tells every node and client that positions from before mean nothing.
+        try {
+          const epoch = await this.broker.renewEpoch(state.name, before.epoch);
+          this.log.error(
+            { channel: state.name, delivered: before.delivered, top: top.offset },
+            'Redis lost delivered messages',
+          );
+          if (state.epoch === before.epoch) this.lost(state, epoch, top.offset);
+        } catch {
+          this.retryLater(() => this.resync());
+        }
+      } else if (top.offset > state.delivered) {
+        void this.fill(state, top.offset);
+      }
+    }
+  }
+
+  close(): void {
+    this.closed = true;
+    for (const s of this.channels.values()) if (s.linger) clearTimeout(s.linger);
+  }
+
+  // -------------------------------------------------------------------------
+
+  private async ensure(channel: string): Promise<ChannelState> {
+    const existing = this.channels.get(channel);
+    if (existing) {
+      if (existing.linger) {
+        clearTimeout(existing.linger);
+        existing.linger = undefined;
+      }
+      await existing.ready;
+      return existing;
+    }
+    const state: ChannelState = {
+      name: channel,
+      epoch: '',
+      delivered: 0,
+      lastId: undefined,
+      ready: Promise.resolve(),
+      isReady: false,
+      pending: [],
+      filling: undefined,
+      holds: 0,
+      linger: undefined,
+    };
+    state.ready = (async () => {
+      await this.broker.subscribe(channel);
+      const [position] = await this.broker.positions([channel]);
+      state.epoch = position!.epoch;
+      state.delivered = position!.offset;
+      state.isReady = true;
+      this.drain(state);
+    })();
+    this.channels.set(channel, state);
+    try {
+      await state.ready;
+    } catch (err) {
+      if (this.channels.get(channel) === state) this.channels.delete(channel);
+      void this.broker.unsubscribe(channel).catch(() => {});
+      throw err;
+    }
+    return state;
+  }
+
+  /**
+   * History entries after `after` up to the room's current position, or
+   * undefined when they cannot all be had (trimmed, aged out, epoch changed).
+   * Called with live delivery held, so the position cannot move past the read.
+   */
+  private async missed(state: ChannelState, after: number): Promise<HistoryEntry[] | undefined> {
+    const target = state.delivered;
+    if (after === target) return [];
+    const epoch = state.epoch;
+    // Read to the top (bounded by the history size): a concurrent gap fill may move the room past `target`.
+    const res = await this.broker.history(state.name, after, this.replayLimit(state.name));
+    if (res.epoch !== epoch || state.epoch !== epoch || !res.complete) return undefined;
+    // A gap fill may have run meanwhile; the read reached the top, so it covers it.
+    const upTo = state.delivered;
+    const entries = res.entries.filter((e) => e.offset <= upTo);
+    let expected = after + 1;
+    for (const e of entries) {
+      if (e.offset !== expected) return undefined; // a hole: aged out or trimmed in the middle
+      expected++;
+    }
+    return expected === upTo + 1 ? entries : undefined;
+  }
+
+  private receive(d: Delivery): void {
+    const state = this.channels.get(d.channel);
+    if (state === undefined) return;
+    this.metrics.ingestLag.observe(Math.max(0, Date.now() - d.message.ts) / 1000);
+    if (!state.isReady || state.filling || state.holds > 0) {
+      state.pending.push(d);
+      return;
+    }
+    this.process(state, d);
+  }
+
+  private process(state: ChannelState, d: Delivery): void {
+    if (d.epoch !== state.epoch) {
+      // History was lost (Redis restarted empty, or without its last writes):
+      // positions of the old epoch mean nothing. Older entries of the stream
+      // are not replayed as if new; the room starts at this message and its
+      // sockets are told to resync.
+      this.lost(state, d.epoch, d.offset - 1);
+    }
+    if (d.offset <= state.delivered) {
+      this.metrics.deliveryDuplicates.inc();
+      return;
+    }
+    if (d.offset > state.delivered + 1) {
+      state.pending.unshift(d);
+      void this.fill(state, d.offset - 1);
+      return;
+    }
+    this.emit(state, d.offset, d.epoch, d.message);
+  }
+
+  private emit(state: ChannelState, offset: number, epoch: string, message: Message): void {
+    state.delivered = offset;
+    state.lastId = message.id;
+    let target = this.io.local.to(state.name);
+    if (message.except && message.except.length > 0) target = target.except(message.except.map(userChannel));
+    target.emit(message.event, message.data, meta(state.name, offset, epoch, message));
+    const reached = this.io.of('/').adapter.rooms.get(state.name)?.size ?? 0;
+    this.metrics.deliveries.inc(reached);
+    this.metrics.deliveryLatency.observe(Math.max(0, Date.now() - message.ts) / 1000);
+  }
+
+  /**
+   * Delivers history entries up to `target` to the room; resolves once
+   * `delivered` reached it, or the gap was declared lost. While Redis is away
+   * it keeps retrying, holding live deliveries back so order is kept.
+   */
+  private fill(state: ChannelState, target: number): Promise<void> {
+    if (state.filling) {
+      return state.filling.then(() => (state.delivered < target ? this.fill(state, target) : undefined));
+    }
+    const run = (async () => {
+      while (state.delivered < target && !this.closed) {
+        const epoch = state.epoch;
+        let res: Awaited<ReturnType<Broker['history']>>;
+        try {
+          res = await this.broker.history(
+            state.name,
+            state.delivered,
+            Math.min(FILL_BATCH, target - state.delivered),
+          );
+        } catch (err) {
+          this.log.warn({ channel: state.name, err: (err as Error).message }, 'gap fill failed; retrying');
+          await new Promise((r) => setTimeout(r, RETRY_MS).unref());
+          continue;
+        }
+        if (res.epoch !== epoch || !res.complete) {
+          this.lost(state, res.epoch, res.offset);
+          return;
+        }
+        if (res.entries.length === 0) return; // the target is beyond what was ever published
+        for (const e of res.entries) {
+          if (e.offset === state.delivered + 1) {
+            this.emit(state, e.offset, e.epoch, decodePublication(e.text));
+            this.metrics.deliveryRecovered.inc({ kind: 'gap' });
+          }
+        }
+      }
+    })();
+    state.filling = run;
+    return run.finally(() => {
+      state.filling = undefined;
+      this.drain(state);
+    });
+  }
+
+  /** Processes deliveries held back, stopping if one of them starts a new gap fill. */
+  private drain(state: ChannelState): void {
+    while (state.pending.length > 0 && state.isReady && !state.filling && state.holds === 0) {
+      this.process(state, state.pending.shift()!);
+    }
+  }
+
+  /**
+   * History cannot close this node's gap: jump to the channel's current
+   * position and tell the channel's sockets to reconnect, so they recover
+   * themselves and learn (recovered: false) that they must reload.
+   */
+  private lost(state: ChannelState, epoch: string, offset: number): void {
+    this.log.warn({ channel: state.name, delivered: state.delivered, top: offset }, 'unrecoverable gap');
+    this.metrics.deliveryGapsLost.inc();
+    state.epoch = epoch;
+    state.delivered = offset;
+    state.lastId = undefined;
+    state.pending = state.pending.filter((d) => d.epoch !== epoch || d.offset > offset);
+    for (const id of this.io.of('/').adapter.rooms.get(state.name) ?? []) {
+      const socket = this.io.of('/').sockets.get(id);
+      if (socket) disconnect(socket, 'resync');
+    }
+  }
+
+  private scheduleUnsubscribe(room: string): void {
+    const state = this.channels.get(room);
+    if (state === undefined) return;
+    if (state.linger) clearTimeout(state.linger);
+    state.linger = setTimeout(() => {
+      state.linger = undefined;
+      if (this.io.of('/').adapter.rooms.has(room) || this.channels.get(room) !== state) return;
+      this.channels.delete(room);
+      void this.broker.unsubscribe(room).catch(() => {});
+    }, LINGER_MS);
+    state.linger.unref();
+  }
+
+  private notifyPresence(
+    socket: RelaySocket,
+    channel: string,
+    event: 'pushrelay:join' | 'pushrelay:leave',
+  ): void {
+    socket.to(channel).emit(event, { channel, user: socket.data.user });
+  }
+
+  private retryLater(fn: () => void): void {
+    if (this.closed) return;
+    setTimeout(fn, RETRY_MS).unref();
+  }
+}
+
+function meta(channel: string, offset: number, epoch: string, message: Message): Meta {
+  return { id: message.id, channel, offset, epoch, ts: message.ts };
+}
+
+/** Tells a socket why it is being disconnected, then disconnects it the way the reason asks for. */
+export function disconnect(socket: RelaySocket, reason: DisconnectReason): void {
+  const d = DISCONNECTS[reason];
+  socket.data.disconnectReason = reason;
+  socket.emit('pushrelay:disconnect', { code: d.code, reason, message: d.message, reconnect: d.reconnect });
+  if (d.reconnect) {
+    // Closing the transport (not the Socket.IO session) makes socket.io-client reconnect by itself.
+    socket.conn.close();
+  } else {
+    socket.disconnect(true);
+  }
+}

@@ -1,0 +1,205 @@
+import type { Server as HttpServer, IncomingMessage } from 'node:http';
+import type { Logger } from 'pino';
+import { Server } from 'socket.io';
+import type { Config } from '../config/index.js';
+import { ERRORS, type ErrorCode, isRelayError, RelayError } from '../errors.js';
+import type { Ingest } from '../ingest/ingest.js';
+import { BROADCAST_CHANNEL, userChannel } from '../ingest/message.js';
+import type { Metrics } from '../metrics/index.js';
+import type { ConnectedEvent, RelayServer, RelaySocket } from './events.js';
+import { answerer } from './handlers/answer.js';
+import { publishHandler } from './handlers/publish.js';
+import { refreshHandler } from './handlers/refresh.js';
+import { parseSince, subscribeHandler } from './handlers/subscribe.js';
+import { unsubscribeHandler } from './handlers/unsubscribe.js';
+import { disconnect, type Hub } from './hub.js';
+import { fullBucket, take } from './limits.js';
+import { channelAllowed, type TokenVerifier } from './tokens.js';
+
+const NO_AUTH = Object.freeze({});
+
+/** Why the engine refused a connection before any Socket.IO handshake; undefined admits it. */
+export type Admission = (req: IncomingMessage) => ErrorCode | undefined;
+
+export function createSocketServer(
+  httpServer: HttpServer,
+  config: Config,
+  admit: Admission,
+  metrics?: Metrics,
+): RelayServer {
+  const anyOrigin = config.corsOrigins.length === 0 || config.corsOrigins.includes('*');
+  return new Server(httpServer, {
+    path: '/socket.io',
+    // Serves socket.io-client's browser bundle at /socket.io/socket.io.min.js, so a page needs no CDN.
+    serveClient: true,
+    maxHttpBufferSize: config.maxPayloadBytes,
+    perMessageDeflate: false,
+    // Credentialed, so a browser page on another origin sends the load balancer's affinity cookie
+    // with each long-polling request (io(url, { withCredentials: true })). The relay itself reads
+    // no cookie: identity is the token, so this lets a page do nothing it could not do before.
+    cors: { origin: anyOrigin ? true : config.corsOrigins, credentials: true },
+    allowRequest: (req, callback) => {
+      const refused = admit(req);
+      if (refused === undefined) return callback(null, true);
+      // Refused before any Socket.IO handshake, so the connect middleware never counts these.
+      metrics?.socketConnects.inc({ outcome: refused });
+      callback(ERRORS[refused].message, false);
+    },
+  });
+}
+
+/** The Origin check that stops cross-site WebSocket hijacking: browsers always send Origin, other clients may not. */
+export function originAllowed(config: Config, origin: string | undefined): boolean {
+  if (origin === undefined) return true;
+  if (config.corsOrigins.length === 0 || config.corsOrigins.includes('*')) return true;
+  return config.corsOrigins.includes(origin);
+}
+
+export interface RealtimeDeps {
+  readonly config: Config;
+  readonly hub: Hub;
+  readonly ingest: Ingest;
+  readonly verify: TokenVerifier;
+  readonly metrics: Metrics;
+  readonly log: Logger;
+}
+
+/** Handshake authentication, the connection's own channels, and one handler per client event. */
+export function attachRealtime(io: RelayServer, deps: RealtimeDeps): void {
+  const { config, hub, metrics, log } = deps;
+  const allowed = (socket: RelaySocket, channel: string) =>
+    config.namespace(channel).public || channelAllowed(socket.data.patterns, channel);
+
+  const expire = (socket: RelaySocket) => {
+    if (socket.data.exp * 1000 <= Date.now()) disconnect(socket, 'token_expired');
+    else armExpiry(socket);
+  };
+  const armExpiry = (socket: RelaySocket) => {
+    if (socket.data.expiryTimer) clearTimeout(socket.data.expiryTimer);
+    const ms = socket.data.exp * 1000 - Date.now();
+    // The socket is passed as the timer's argument: no closure per socket.
+    socket.data.expiryTimer = setTimeout(expire, Math.max(0, Math.min(ms, 2 ** 31 - 1)), socket);
+    socket.data.expiryTimer.unref();
+  };
+
+  io.use((socket, next) => {
+    deps.verify((socket.handshake.auth as Record<string, unknown> | undefined)?.token).then(
+      (claims) => {
+        // Verified: keeping the token would cost every socket its length for its whole life.
+        const { since } = socket.handshake.auth as Record<string, unknown>;
+        socket.handshake.auth = since === undefined ? NO_AUTH : { since };
+        socket.data.user = claims.user;
+        socket.data.exp = claims.exp;
+        socket.data.patterns = claims.patterns;
+        next();
+      },
+      (err: unknown) => {
+        const e = isRelayError(err) ? err : new RelayError('token_invalid');
+        metrics.socketConnects.inc({ outcome: e.code });
+        const error = new Error(e.message) as Error & { data: { code: ErrorCode } };
+        error.data = { code: e.code };
+        next(error);
+      },
+    );
+  });
+
+  // Built once and shared by every socket (each gets its socket as `this`),
+  // so a connection pays for its listener slots, not for closures of its own.
+  const listeners: [string, (this: RelaySocket, ...args: unknown[]) => void][] = [
+    [
+      'subscribe',
+      answerer(
+        'subscribe',
+        subscribeHandler({ hub, maxChannels: config.maxChannels, allowed }),
+        metrics,
+        log,
+      ),
+    ],
+    ['unsubscribe', answerer('unsubscribe', unsubscribeHandler(hub, config.maxChannels), metrics, log)],
+    [
+      'publish',
+      answerer(
+        'publish',
+        publishHandler({
+          ingest: deps.ingest,
+          namespace: config.namespace,
+          allowed,
+          maxJsonDepth: config.maxJsonDepth,
+        }),
+        metrics,
+        log,
+      ),
+    ],
+    [
+      'refresh',
+      answerer('refresh', refreshHandler({ verify: deps.verify, hub, allowed, armExpiry }), metrics, log),
+    ],
+  ];
+  function onDisconnect(this: RelaySocket, reason: string): void {
+    if (this.data.expiryTimer) clearTimeout(this.data.expiryTimer);
+    // Disconnects the relay causes are counted under its own reason, not Socket.IO's generic one.
+    metrics.socketDisconnects.inc({ reason: this.data.disconnectReason ?? reason });
+  }
+
+  io.on('connection', (socket) => {
+    metrics.socketConnects.inc({ outcome: 'ok' });
+    // Every packet a client sends costs a token, whatever its event (unknown
+    // events are parsed before they are ignored): a flooding socket gets
+    // rate_limited answers instead of the node's CPU.
+    const rate = config.socketRateLimit;
+    const bucket = fullBucket(rate * 2);
+    socket.use((packet, next) => {
+      if (take(bucket, rate, rate * 2)) return next();
+      metrics.rateLimited.inc({ scope: 'socket' });
+      const ack = packet[packet.length - 1];
+      if (typeof ack === 'function') {
+        const error = new RelayError(
+          'rate_limited',
+          `more than ${rate} requests per second on this socket`,
+          1,
+        );
+        (ack as (a: unknown) => void)({ ok: false, error: error.body() });
+      }
+    });
+    const emitter = socket as unknown as { on(e: string, l: (...args: unknown[]) => void): unknown };
+    for (const [event, listener] of listeners) emitter.on(event, listener);
+    emitter.on('disconnect', onDisconnect as (...args: unknown[]) => void);
+    armExpiry(socket);
+    void joinOwnChannels(socket, deps);
+  });
+}
+
+/**
+ * Every socket is in its user's channel and the broadcast channel, recovered
+ * from `auth.since` like a subscribe. `pushrelay:connected` tells the client
+ * it is in, and where it stands.
+ */
+async function joinOwnChannels(socket: RelaySocket, deps: RealtimeDeps): Promise<void> {
+  const own = userChannel(socket.data.user);
+  let since: ReturnType<typeof parseSince> = {};
+  try {
+    since = parseSince((socket.handshake.auth as Record<string, unknown> | undefined)?.since);
+  } catch {
+    // A malformed since recovers nothing; the answer says recovered: false.
+  }
+  try {
+    const [mine, broadcast] = await Promise.all([
+      deps.hub.attach(socket, own, since[own]),
+      deps.hub.attach(socket, BROADCAST_CHANNEL, since[BROADCAST_CHANNEL]),
+    ]);
+    if (socket.disconnected) return;
+    const event: ConnectedEvent = {
+      user: socket.data.user,
+      node: deps.config.nodeId,
+      expiresAt: socket.data.exp,
+      channels: {
+        [own]: deps.hub.answerNow(own, mine),
+        [BROADCAST_CHANNEL]: deps.hub.answerNow(BROADCAST_CHANNEL, broadcast),
+      },
+    };
+    socket.emit('pushrelay:connected', event);
+  } catch (err) {
+    deps.log.warn({ err: (err as Error).message, user: socket.data.user }, 'could not set up a new socket');
+    if (socket.connected) disconnect(socket, 'unavailable');
+  }
+}

@@ -1,0 +1,141 @@
+import { createPublicKey, type KeyObject } from 'node:crypto';
+import { createRemoteJWKSet, type JWTVerifyGetKey, errors as joseErrors, jwtVerify } from 'jose';
+import type { Config } from '../config/index.js';
+import { RelayError } from '../errors.js';
+import { isUserId } from '../ingest/message.js';
+
+/** What the relay takes from a client token. */
+export interface Claims {
+  readonly user: string;
+  /** Seconds since the epoch. */
+  readonly exp: number;
+  /** Channel patterns the token allows (`order:42`, `team:7:*`). */
+  readonly patterns: readonly string[];
+}
+
+export type TokenVerifier = (token: unknown) => Promise<Claims>;
+
+const PATTERN_RE = /^[A-Za-z0-9_.@=+|!~,;:*-]{1,200}$/;
+/** Tolerated clock difference between the token issuer and this node, in seconds. */
+const CLOCK_TOLERANCE_S = 5;
+
+type KeySource = { key: Uint8Array | KeyObject | JWTVerifyGetKey; algorithms: string[] };
+
+function keySource(config: Config): KeySource {
+  if (config.jwtSecret !== undefined) {
+    return { key: new TextEncoder().encode(config.jwtSecret), algorithms: ['HS256'] };
+  }
+  if (config.jwtPublicKey !== undefined) {
+    const key = createPublicKey(config.jwtPublicKey.replace(/\\n/g, '\n'));
+    if (key.asymmetricKeyType === 'rsa') return { key, algorithms: ['RS256'] };
+    if (key.asymmetricKeyType === 'ec' && key.asymmetricKeyDetails?.namedCurve === 'prime256v1') {
+      return { key, algorithms: ['ES256'] };
+    }
+    throw new Error('PUSHRELAY_JWT_PUBLIC_KEY: must be an RSA or P-256 EC public key');
+  }
+  if (config.jwksUrl !== undefined) {
+    return {
+      // Keys are cached for ten minutes; a token naming an unknown kid refetches
+      // (a rotated key works at once), at most every five seconds so forged
+      // kids cannot turn clients into a flood on the identity provider.
+      key: createRemoteJWKSet(config.jwksUrl, {
+        cacheMaxAge: 10 * 60_000,
+        cooldownDuration: 5_000,
+        timeoutDuration: 5_000,
+      }),
+      algorithms: ['RS256', 'ES256'],
+    };
+  }
+  throw new Error('no way to verify client tokens is configured');
+}
+
+/**
+ * Verifies client tokens with the algorithms pinned to the configured key
+ * (an `alg: none` token, or an HS256 token signed with an RSA public key,
+ * never verifies). `sub` and `exp` are required.
+ */
+export function createTokenVerifier(config: Config): TokenVerifier {
+  const { key, algorithms } = keySource(config);
+  return async (token) => {
+    if (typeof token !== 'string' || token === '') throw new RelayError('token_missing');
+    let payload: Record<string, unknown>;
+    try {
+      const options = {
+        algorithms,
+        audience: config.jwtAudience,
+        issuer: config.jwtIssuer,
+        requiredClaims: ['exp', 'sub'],
+        clockTolerance: CLOCK_TOLERANCE_S,
+      };
+      const verified =
+        typeof key === 'function'
+          ? await jwtVerify(token, key, options)
+          : await jwtVerify(token, key as Uint8Array | KeyObject, options);
+      payload = verified.payload;
+    } catch (err) {
+      throw tokenError(err);
+    }
+    const { sub, exp, channels } = payload;
+    if (!isUserId(sub)) throw new RelayError('token_invalid', 'the token "sub" is not a valid user id');
+    if (typeof exp !== 'number') throw new RelayError('token_invalid', 'the token "exp" must be a number');
+    let patterns: string[] = [];
+    if (channels !== undefined) {
+      if (!Array.isArray(channels) || !channels.every((p) => typeof p === 'string' && PATTERN_RE.test(p))) {
+        throw new RelayError(
+          'token_invalid',
+          'the token "channels" claim must be a list of channel patterns',
+        );
+      }
+      patterns = channels as string[];
+    }
+    return { user: sub, exp, patterns };
+  };
+}
+
+function tokenError(err: unknown): RelayError {
+  if (err instanceof RelayError) return err;
+  if (err instanceof joseErrors.JWTExpired) return new RelayError('token_expired');
+  if (err instanceof joseErrors.JWTClaimValidationFailed) {
+    return new RelayError('token_invalid', `the token is not valid: ${err.message}`);
+  }
+  if (err instanceof joseErrors.JOSEAlgNotAllowed) {
+    return new RelayError('token_invalid', 'the token is not valid: its algorithm is not allowed');
+  }
+  if (err instanceof joseErrors.JWSSignatureVerificationFailed) {
+    return new RelayError('token_invalid', 'the token is not valid: the signature does not verify');
+  }
+  if (err instanceof joseErrors.JWKSNoMatchingKey) {
+    return new RelayError('token_invalid', 'the token is not valid: no key in the JWKS matches it');
+  }
+  if (
+    err instanceof joseErrors.JWKSTimeout ||
+    err instanceof joseErrors.JWKSInvalid ||
+    err instanceof TypeError ||
+    (err instanceof joseErrors.JOSEError && /JSON Web Key Set/.test(err.message))
+  ) {
+    // The JWKS could not be fetched: not the token's fault, and worth retrying.
+    return new RelayError('unavailable', 'the keys verifying tokens could not be fetched; retry shortly', 1);
+  }
+  if (err instanceof joseErrors.JOSEError) {
+    return new RelayError('token_invalid', `the token is not valid: ${err.message}`);
+  }
+  return new RelayError('token_invalid', 'the token is not valid: it could not be verified');
+}
+
+const compiled = new Map<string, RegExp>();
+
+/** `*` matches any run of characters; patterns are compiled once per process and shared by sockets. */
+export function channelAllowed(patterns: readonly string[], channel: string): boolean {
+  for (const p of patterns) {
+    if (p === channel) return true;
+    if (!p.includes('*')) continue;
+    let re = compiled.get(p);
+    if (re === undefined) {
+      re = new RegExp(`^${p.replace(/[.+|!~=@^$()[\]{}\\?]/g, '\\$&').replace(/\*/g, '.*')}$`);
+      if (compiled.size > 10_000) compiled.clear();
+      compiled.set(p, re);
+    }
+    if (re.test(channel)) return true;
+  }
+  return false;
+}

@@ -1,0 +1,70 @@
+// Every Redis key and channel name the relay uses is built here. Per-channel
+// names put the channel in a hash tag ({...}) so that a channel's history, its
+// metadata, its idempotency markers and its delivery channel always land on
+// the same Redis Cluster slot, and one script can touch them all.
+
+export interface RedisNames {
+  readonly prefix: string;
+  /** Stream holding the channel's history; entry ids are `<offset>-0`. */
+  stream(channel: string): string;
+  /** Hash: `e` epoch, `s` top offset. */
+  meta(channel: string): string;
+  /** Marker that a publication id was already appended to this channel; value `<offset>:<epoch>`. */
+  appended(channel: string, id: string): string;
+  /** Pub/sub channel carrying the channel's deliveries to the nodes that have sockets in it. */
+  deliver(channel: string): string;
+  /** Inverse of `deliver`; undefined for names that are not delivery channels. */
+  channelOf(deliverName: string): string | undefined;
+  /** Hash `<node>/<socket id>` -> user id: who is in the channel. */
+  members(channel: string): string;
+  /** Hash `<node>` -> socket count: how many sockets each node has in the channel. */
+  counts(channel: string): string;
+  /** Pub/sub channel apps PUBLISH raw publish bodies on. */
+  readonly ingest: string;
+  /** Lease naming the node that handles the ingest channel. */
+  readonly ingestLeader: string;
+  /** First answer to a publish with this idempotency id. */
+  result(id: string): string;
+  /** Sorted set node id -> last heartbeat (ms). */
+  readonly nodes: string;
+  /** Hash describing a node (sockets, users, started). */
+  node(id: string): string;
+  /** Set of channels a node has presence entries in; used to clean up after it dies. */
+  nodeChannels(id: string): string;
+  /** Lock taken by the node cleaning up after a dead one. */
+  cleanup(id: string): string;
+  /** Key prefix of @socket.io/redis-adapter's channels. */
+  readonly adapter: string;
+  /** Marker that a signed request was seen. */
+  nonce(signature: string): string;
+  /** Key prefix of the publisher rate limiter. */
+  readonly rateLimit: string;
+}
+
+export function redisNames(prefix: string): RedisNames {
+  const deliverHead = `${prefix}:{`;
+  const deliverTail = '}:d';
+  return {
+    prefix,
+    stream: (c) => `${prefix}:{${c}}:s`,
+    meta: (c) => `${prefix}:{${c}}:m`,
+    appended: (c, id) => `${prefix}:{${c}}:i:${id}`,
+    deliver: (c) => `${deliverHead}${c}${deliverTail}`,
+    channelOf: (name) =>
+      name.startsWith(deliverHead) && name.endsWith(deliverTail)
+        ? name.slice(deliverHead.length, -deliverTail.length)
+        : undefined,
+    members: (c) => `${prefix}:{${c}}:p`,
+    counts: (c) => `${prefix}:{${c}}:n`,
+    ingest: `${prefix}:publish`,
+    ingestLeader: `${prefix}:ingest:leader`,
+    result: (id) => `${prefix}:result:${id}`,
+    nodes: `${prefix}:nodes`,
+    node: (id) => `${prefix}:node:${id}`,
+    nodeChannels: (id) => `${prefix}:node:${id}:channels`,
+    cleanup: (id) => `${prefix}:cleanup:${id}`,
+    adapter: `${prefix}:sio`,
+    nonce: (sig) => `${prefix}:nonce:${sig}`,
+    rateLimit: `${prefix}:rl:`,
+  };
+}

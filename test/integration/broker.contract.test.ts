@@ -1,0 +1,277 @@
+import { pino } from 'pino';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { type Broker, createBroker } from '../../src/broker/index.js';
+import { RelayError } from '../../src/errors.js';
+import type { Delivery, Publication } from '../../src/ingest/message.js';
+import { createRedis, isReady } from '../../src/redis/client.js';
+import { redisNames } from '../../src/redis/keys.js';
+import { type RedisClusterSetup, startRedisCluster } from '../helpers/cluster.js';
+import { type RedisServer, startRedis } from '../helpers/redis.js';
+import { sleep, waitFor } from '../helpers/wait.js';
+
+// One contract, every broker driver: what the hub and recovery rely on.
+
+const log = pino({ level: 'silent' });
+const retention = (channel: string) => ({ size: channel.startsWith('small') ? 3 : 100, ttl: 60 });
+let seq = 0;
+const pub = (event = 'e', data: unknown = { n: ++seq }): Publication => ({
+  id: `m${++seq}`,
+  event,
+  data: JSON.stringify(data),
+  ts: Date.now(),
+});
+
+interface Harness {
+  make(): Promise<Broker>;
+  teardown(): Promise<void>;
+}
+
+function contract(name: string, harness: () => Harness) {
+  describe(`${name} broker`, () => {
+    let h: Harness;
+    let broker: Broker;
+    let deliveries: Delivery[];
+    beforeAll(() => {
+      h = harness();
+    });
+    beforeEach(async () => {
+      broker = await h.make();
+      deliveries = [];
+      broker.onDelivery((d) => deliveries.push(d));
+    });
+    afterAll(() => h.teardown());
+
+    it('gives each channel increasing offsets under one stable epoch', async () => {
+      const a = await broker.publish(pub(), ['a', 'b'], false);
+      const b = await broker.publish(pub(), ['a'], false);
+      expect(a.map((p) => p.offset)).toEqual([1, 1]);
+      expect(b[0]!.offset).toBe(2);
+      expect(b[0]!.epoch).toBe(a[0]!.epoch);
+      const [pos] = await broker.positions(['a']);
+      expect(pos).toEqual({ offset: 2, epoch: a[0]!.epoch });
+    });
+
+    it('delivers only subscribed channels, in offset order, with the message decoded', async () => {
+      await broker.subscribe('s');
+      for (let i = 0; i < 20; i++) await broker.publish(pub('tick', { i }), ['s', 'not-subscribed'], false);
+      await waitFor(() => deliveries.length >= 20);
+      await sleep(50);
+      expect(deliveries.map((d) => d.channel)).toEqual(Array(20).fill('s'));
+      expect(deliveries.map((d) => d.offset)).toEqual(Array.from({ length: 20 }, (_, i) => i + 1));
+      expect(deliveries[3]!.message).toMatchObject({ event: 'tick', data: { i: 3 } });
+      await broker.unsubscribe('s');
+      await broker.publish(pub(), ['s'], false);
+      await sleep(100);
+      expect(deliveries).toHaveLength(20);
+    });
+
+    it('keeps concurrent publishes to one channel in offset order for subscribers', async () => {
+      await broker.subscribe('busy');
+      await Promise.all(Array.from({ length: 50 }, () => broker.publish(pub(), ['busy'], false)));
+      await waitFor(() => deliveries.length >= 50);
+      expect(deliveries.map((d) => d.offset)).toEqual(Array.from({ length: 50 }, (_, i) => i + 1));
+    });
+
+    it('reads history after an offset, and says whether it reaches back that far', async () => {
+      for (let i = 1; i <= 5; i++) await broker.publish(pub('h', { i }), ['small:h'], false);
+      const all = await broker.history('small:h', 2, 10);
+      expect(all.entries.map((e) => e.offset)).toEqual([3, 4, 5]);
+      expect(all.complete).toBe(true);
+      const trimmed = await broker.history('small:h', 0, 10);
+      expect(trimmed.complete).toBe(false); // only 3 kept: 1 and 2 are gone
+      expect(trimmed.offset).toBe(5);
+      const upToDate = await broker.history('small:h', 5, 10);
+      expect(upToDate).toMatchObject({ complete: true, entries: [] });
+      const ahead = await broker.history('small:h', 9, 10);
+      expect(ahead.complete).toBe(false);
+    });
+
+    it('appends an idempotent publication to a channel once and answers its first position', async () => {
+      const p = pub();
+      const first = await broker.publish(p, ['idem:a', 'idem:b'], true);
+      const again = await broker.publish({ ...p, ts: Date.now() }, ['idem:a', 'idem:b', 'idem:c'], true);
+      expect(again.slice(0, 2)).toEqual(first);
+      expect(again[2]!.offset).toBe(1);
+      const [pos] = await broker.positions(['idem:a']);
+      expect(pos!.offset).toBe(1);
+    });
+
+    it('publishes a batch in order, each publication to its channels, an id repeated within it once', async () => {
+      await broker.subscribe('batch:a');
+      await broker.subscribe('batch:b');
+      const first = pub('one');
+      const again = { ...first, ts: Date.now() };
+      const positions = await broker.publishMany([
+        { publication: first, channels: ['batch:a', 'batch:b'], idempotent: true },
+        { publication: pub('two'), channels: ['batch:a'], idempotent: false },
+        { publication: again, channels: ['batch:a'], idempotent: true },
+        { publication: pub('none'), channels: [], idempotent: false },
+      ]);
+      expect(positions.map((p) => p.map((x) => x.offset))).toEqual([[1, 1], [2], [1], []]);
+      await waitFor(() => deliveries.length >= 3);
+      await sleep(50);
+      // Order is per channel (shards deliver independently of each other).
+      const of = (c: string) =>
+        deliveries.filter((d) => d.channel === c).map((d) => [d.offset, d.message.event]);
+      expect(of('batch:a')).toEqual([
+        [1, 'one'],
+        [2, 'two'],
+      ]);
+      expect(of('batch:b')).toEqual([[1, 'one']]);
+    });
+
+    it('tells which message id history holds at a position', async () => {
+      const a = pub();
+      const b = pub();
+      await broker.publish(a, ['ids'], false);
+      await broker.publish(b, ['ids'], false);
+      expect(
+        await broker.idsAt([
+          { channel: 'ids', offset: 1 },
+          { channel: 'ids', offset: 2 },
+          { channel: 'ids', offset: 3 },
+          { channel: 'ids', offset: 0 },
+        ]),
+      ).toEqual([a.id, b.id, undefined, undefined]);
+    });
+
+    it('renews an epoch only if it is still the expected one', async () => {
+      const [first] = await broker.publish(pub(), ['renew'], false);
+      const renewed = await broker.renewEpoch('renew', first!.epoch);
+      expect(renewed).not.toBe(first!.epoch);
+      expect(await broker.renewEpoch('renew', first!.epoch)).toBe(renewed); // someone else renewed it already
+      const [next] = await broker.publish(pub(), ['renew'], false);
+      expect(next).toEqual({ offset: 2, epoch: renewed });
+    });
+
+    it('fixes an epoch the first time a channel is read, before any publish', async () => {
+      const [before] = await broker.positions(['fresh']);
+      const [after] = await broker.publish(pub(), ['fresh'], false);
+      expect(before!.offset).toBe(0);
+      expect(after!.epoch).toBe(before!.epoch);
+    });
+  });
+}
+
+contract('memory', () => {
+  const made: Broker[] = [];
+  return {
+    async make() {
+      const b = createBroker({ kind: 'memory', retention, idempotencyMs: 60_000 });
+      made.push(b);
+      return b;
+    },
+    async teardown() {
+      await Promise.all(made.map((b) => b.close()));
+    },
+  };
+});
+
+/** A Redis broker per test, on its own connections and with its own key prefix (instead of FLUSHALL). */
+function redisHarness(target: () => Parameters<typeof createRedis>[0], prefix: string): Harness {
+  const clients: ReturnType<typeof createRedis>[] = [];
+  let n = 0;
+  return {
+    async make() {
+      const command = createRedis(target(), 'command', log);
+      const subscriber = createRedis(target(), 'subscriber', log);
+      clients.push(command, subscriber);
+      await waitFor(() => isReady(command) && isReady(subscriber));
+      return createBroker({
+        kind: 'redis',
+        retention,
+        idempotencyMs: 60_000,
+        command,
+        subscriber,
+        names: redisNames(`${prefix}${++n}`),
+        log,
+      });
+    },
+    async teardown() {
+      for (const c of clients) c.disconnect();
+    },
+  };
+}
+
+describe('redis broker', () => {
+  let redis: RedisServer;
+  beforeAll(async () => {
+    redis = await startRedis();
+  });
+  afterAll(() => redis.stop());
+
+  contract('redis', () => redisHarness(() => new URL(redis.url), 't'));
+
+  it('with replicas to wait for and none in sync: answers 503 and fans nothing out', async () => {
+    const url = new URL(redis.url);
+    const command = createRedis(url, 'command', log);
+    const subscriber = createRedis(url, 'subscriber', log);
+    await waitFor(() => command.status === 'ready' && subscriber.status === 'ready');
+    const broker = createBroker({
+      kind: 'redis',
+      retention,
+      idempotencyMs: 60_000,
+      command,
+      subscriber,
+      names: redisNames('waiting'),
+      log,
+      durability: { replicas: 1, timeoutMs: 50 },
+    });
+    const seen: Delivery[] = [];
+    broker.onDelivery((d) => seen.push(d));
+    await broker.subscribe('w');
+    const p = pub();
+    const err = await broker.publish(p, ['w'], true).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(RelayError);
+    expect((err as RelayError).code).toBe('unavailable');
+    await sleep(100);
+    expect(seen).toEqual([]); // no subscriber saw what no replica confirmed
+    // It is in history, so a retry with the same id keeps its position rather than doubling it.
+    expect((await broker.history('w', 0, 10)).entries.map((e) => e.offset)).toEqual([1]);
+    const again = await broker.publish(p, ['w'], true).catch((e: unknown) => e);
+    expect((again as RelayError).code).toBe('unavailable');
+    expect((await broker.positions(['w']))[0]!.offset).toBe(1);
+    command.disconnect();
+    subscriber.disconnect();
+  });
+
+  it('answers a typed 503 while Redis is down and works again after it returns', async () => {
+    const url = new URL(redis.url);
+    const command = createRedis(url, 'command', log);
+    const subscriber = createRedis(url, 'subscriber', log);
+    await waitFor(() => command.status === 'ready');
+    const broker = createBroker({
+      kind: 'redis',
+      retention,
+      idempotencyMs: 1000,
+      command,
+      subscriber,
+      names: redisNames('down'),
+      log,
+    });
+    await redis.kill();
+    const err = await broker.publish(pub(), ['x'], false).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(RelayError);
+    expect((err as RelayError).code).toBe('unavailable');
+    expect((err as RelayError).retryAfter).toBe(1);
+    await redis.restart();
+    await waitFor(() => command.status === 'ready', { timeoutMs: 15_000 });
+    const [pos] = await broker.publish(pub(), ['x'], false);
+    expect(pos!.offset).toBe(1);
+    command.disconnect();
+    subscriber.disconnect();
+  });
+});
+
+// The same contract on a Redis Cluster of three masters: channels of one
+// publish land on different slots ('a' and 'b' do), deliveries travel over
+// sharded pub/sub.
+describe('redis cluster broker', () => {
+  let cluster: RedisClusterSetup;
+  beforeAll(async () => {
+    cluster = await startRedisCluster();
+  });
+  afterAll(() => cluster.stop());
+
+  contract('redis cluster', () => redisHarness(() => cluster.target, 'c'));
+});
