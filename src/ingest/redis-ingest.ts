@@ -110,7 +110,8 @@ export class RedisIngest {
     if (want === this.subscribed) return;
     this.subscribed = want;
     // Both are queued while Redis is away; ioredis resubscribes what is subscribed on reconnect.
-    if (want) await this.sub.subscribe(this.names.ingest).catch(() => {});
+    // A refused SUBSCRIBE is tried again at the next renewal (a second one is harmless).
+    if (want) await this.sub.subscribe(this.names.ingest).catch(() => (this.subscribed = false));
     else await this.sub.unsubscribe(this.names.ingest).catch(() => {});
   }
 

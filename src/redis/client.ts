@@ -29,6 +29,12 @@ export function createRedis(target: RedisTarget | URL, role: RedisRole, log: Log
     connectionName: `pushrelay-${role}`,
     lazyConnect: false,
     enableOfflineQueue: subscriber,
+    // ioredis writes a SUBSCRIBE before its ready check (Redis allows it while
+    // loading); one sent while a connection comes back puts it in subscriber
+    // mode, the check's INFO is refused and ioredis starts over, failing the
+    // sockets being set up. Pub/sub needs no ready check: the command
+    // connection keeps it.
+    enableReadyCheck: !subscriber,
     autoResubscribe: true,
     autoResendUnfulfilledCommands: subscriber,
     maxRetriesPerRequest: subscriber ? null : 0,

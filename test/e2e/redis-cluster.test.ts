@@ -161,7 +161,10 @@ describe('Redis Cluster of three masters', () => {
   });
 
   it('is unready and answers 503 when no seed node of REDIS_URL answers', async () => {
-    const node = await startInProcess({ REDIS_URL: `redis+cluster://127.0.0.1:${await freePort()}` });
+    const node = await startInProcess(
+      { REDIS_URL: `redis+cluster://127.0.0.1:${await freePort()}` },
+      { waitReady: false },
+    );
     try {
       await sleep(500);
       expect((await fetch(`${node.url}/readyz`)).status).toBe(503);

@@ -150,9 +150,10 @@ describe('Redis Sentinel', () => {
   it('is unready and answers 503 while the sentinels know no master of that name', async () => {
     const setup = await startSentinels();
     cleanup.push(() => setup.stop());
-    const node = await startInProcess({
-      REDIS_URL: setup.url.replace(`/${MASTER_NAME}`, '/nosuchmaster'),
-    });
+    const node = await startInProcess(
+      { REDIS_URL: setup.url.replace(`/${MASTER_NAME}`, '/nosuchmaster') },
+      { waitReady: false },
+    );
     cleanup.push(() => node.stop());
     await sleep(500);
     expect((await fetch(`${node.url}/readyz`)).status).toBe(503);

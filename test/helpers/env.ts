@@ -7,7 +7,7 @@ export const READ_KEY = { name: 'reader', secret: 'test-reader-secret-0123456789
 
 export function testEnv(extra: Record<string, string | undefined> = {}): Record<string, string> {
   const env: Record<string, string | undefined> = {
-    LOG_LEVEL: 'silent',
+    LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent', // TEST_LOG_LEVEL=debug shows the nodes' logs
     PUSHRELAY_KEYS: `${KEY.name}:${KEY.secret},${READ_KEY.name}:${READ_KEY.secret}:read`,
     PUSHRELAY_JWT_SECRET: JWT_SECRET,
     PUSHRELAY_DRAIN_SECONDS: '1',

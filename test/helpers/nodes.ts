@@ -25,14 +25,22 @@ let counter = 0;
 /** A node in this process (fast; for most tests). */
 export async function startInProcess(
   env: Record<string, string | undefined> = {},
+  { waitReady = true }: { waitReady?: boolean } = {},
 ): Promise<RelayNode & { relay: Relay }> {
   const id = `t${process.pid}-${++counter}`;
   const config = loadConfig(testEnv({ PUSHRELAY_NODE_ID: id, ...env }));
   const relay = await buildApp(config);
   await relay.http.listen({ port: 0, host: '127.0.0.1' });
   const { port } = relay.http.server.address() as { port: number };
+  const url = `http://127.0.0.1:${port}`;
+  // As a balancer would: no traffic before /readyz says its Redis connections are up
+  // (a socket arriving earlier is rightly told `unavailable`, which is not what tests test).
+  await waitFor(async () => !waitReady || (await fetch(`${url}/readyz`)).status === 200, {
+    what: `node ${id} ready`,
+    timeoutMs: 15_000,
+  });
   return {
-    url: `http://127.0.0.1:${port}`,
+    url,
     port,
     id,
     output: [],

@@ -235,6 +235,26 @@ describe('redis broker', () => {
     subscriber.disconnect();
   });
 
+  it('keeps a channel subscribed while its subscriber connection is still being set up', async () => {
+    // A node subscribes as soon as its command connection is ready, which may
+    // be before the subscriber connection is: that SUBSCRIBE must not be lost.
+    const subscriber = createRedis(new URL(redis.url), 'subscriber', log);
+    const got: string[] = [];
+    subscriber.on('message', (_channel: string, text: string) => got.push(text));
+    const subscribed = new Promise((resolve) => {
+      subscriber.once('connect', () => resolve(subscriber.subscribe('early')));
+    });
+    await subscribed;
+    const pubClient = redis.client();
+    await waitFor(async () => {
+      await pubClient.publish('early', 'hi');
+      await sleep(50);
+      return got.length > 0;
+    });
+    expect(subscriber.status).toBe('ready');
+    subscriber.disconnect();
+  });
+
   it('answers a typed 503 while Redis is down and works again after it returns', async () => {
     const url = new URL(redis.url);
     const command = createRedis(url, 'command', log);
