@@ -21,7 +21,7 @@ import { registerPublishRoutes } from './http/publish.js';
 import { registerTailRoutes } from './http/tail.js';
 import type { HttpApp } from './http/types.js';
 import { Ingest } from './ingest/ingest.js';
-import { BROADCAST_CHANNEL, USER_NAMESPACE } from './ingest/message.js';
+import { listsMembers, USER_NAMESPACE } from './ingest/message.js';
 import { OfflineWebhook } from './ingest/offline-webhook.js';
 import { RedisIngest } from './ingest/redis-ingest.js';
 import { MemoryResultStore, RedisResultStore } from './ingest/results.js';
@@ -156,8 +156,7 @@ export async function buildApp(config: Config, options: { logger?: Logger } = {}
     },
     *entries() {
       for (const [room, ids] of nsp.adapter.rooms) {
-        // Everyone is in the broadcast channel: it is counted from node totals, never member by member.
-        if (room === BROADCAST_CHANNEL) continue;
+        if (!listsMembers(room)) continue;
         for (const id of ids) {
           if (id === room) continue;
           const user = nsp.sockets.get(id)?.data.user;

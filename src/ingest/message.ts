@@ -10,6 +10,14 @@ export const MAX_CHANNEL_LENGTH = 200;
 
 /** The channel every socket is in; broadcasts travel on it. */
 export const BROADCAST_CHANNEL = '$broadcast';
+
+/**
+ * Whether presence keeps a member list for a channel. Everyone is in the
+ * broadcast channel: it is counted from node totals, never member by member.
+ */
+export function listsMembers(channel: string): boolean {
+  return channel !== BROADCAST_CHANNEL;
+}
 export const USER_NAMESPACE = 'user';
 
 export function userChannel(user: string): string {

@@ -2,9 +2,9 @@ import type { Logger } from 'pino';
 import type { Broker, HistoryEntry } from '../broker/index.js';
 import { DISCONNECTS, type DisconnectReason } from '../errors.js';
 import {
-  BROADCAST_CHANNEL,
   type Delivery,
   decodePublication,
+  listsMembers,
   type Message,
   type Meta,
   userChannel,
@@ -70,7 +70,7 @@ export class Hub {
     broker.onResync(() => void this.resync());
     const adapter = io.of('/').adapter;
     adapter.on('leave-room', (room: string, id: string) => {
-      if (room === id || room === BROADCAST_CHANNEL) return;
+      if (room === id || !listsMembers(room)) return;
       const socket = io.of('/').sockets.get(id);
       this.presence.leave(room, id).catch(() => {});
       if (socket && this.namespacePresence(room)) this.notifyPresence(socket, room, 'pushrelay:leave');
@@ -134,7 +134,7 @@ export class Hub {
     const answer = { offset: state.delivered, epoch: state.epoch, recovered: entries !== undefined };
     this.drain(state);
     if (socket.disconnected) return { ...answer, recovered: false };
-    if (channel === BROADCAST_CHANNEL) return answer; // everyone is in it; counted from node totals
+    if (!listsMembers(channel)) return answer;
     if (this.namespacePresence(channel)) this.notifyPresence(socket, channel, 'pushrelay:join');
     // The socket receives either way; a presence write that fails is written
     // again with the node's whole membership on the next heartbeat.
