@@ -46,7 +46,12 @@ export function eventsOf(
   const join = change.kind === 'join';
   const extra = { ...(info !== undefined ? { info } : {}), ...(socket !== undefined ? { socket } : {}) };
   if (channel.startsWith(`${USER_NAMESPACE}:`)) {
-    return [{ type: join ? 'user.online' : 'user.offline', ts, node, user, ...extra }];
+    const sock = socket !== undefined ? { socket } : {};
+    return [
+      join
+        ? { type: 'user.online', ts, node, user, ...extra }
+        : { type: 'user.offline', ts, node, user, ...sock },
+    ];
   }
   const out: PresenceEvent[] = [];
   // Occupied before the member arrives, vacated after it left: a receiver sees a member only in an occupied channel.

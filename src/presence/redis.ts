@@ -1,6 +1,7 @@
 import type { ChainableCommander } from 'ioredis';
 import type { Logger } from 'pino';
 import { RelayError } from '../errors.js';
+import { USER_NAMESPACE } from '../ingest/message.js';
 import type { Redis } from '../redis/client.js';
 import type { RedisNames } from '../redis/keys.js';
 import { type BatchItem, runBatch } from '../redis/slots.js';
@@ -31,7 +32,10 @@ import {
  *
  * KEYS (all in the channel's hash slot): members `<node>/<socket>` -> user,
  * node counts `<node>` -> sockets, user counts user -> sockets, infos user ->
- * user_info.
+ * user_info. ARGV: op, node, own ('1' for a user's own channel, whose
+ * sockets are all one user's: the members hash is the user's socket count,
+ * and no user count or info is kept, which saves two keys per online user),
+ * then the op's own.
  *
  * Every transition passes through `edge()`, which is where a durable queue
  * (webhooks) can be written in the same atomic step.
@@ -44,7 +48,7 @@ import {
  */
 const PRESENCE_LUA = `
 local members, counts, users, infos = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local op, node = ARGV[1], ARGV[2]
+local op, node, own = ARGV[1], ARGV[2], ARGV[3] == '1'
 local out = {}
 
 local function edge(code, user, info)
@@ -56,6 +60,11 @@ end
 local function drop(field, user)
   redis.call('HDEL', members, field)
   if redis.call('HINCRBY', counts, node, -1) <= 0 then redis.call('HDEL', counts, node) end
+  if own then
+    if redis.call('HLEN', members) > 0 then return 1 end
+    edge(2, user, '')
+    return 0
+  end
   if redis.call('HINCRBY', users, user, -1) > 0 then return 1 end
   redis.call('HDEL', users, user)
   local info = redis.call('HGET', infos, user) or ''
@@ -65,9 +74,14 @@ local function drop(field, user)
 end
 
 if op == 'join' then
-  local field, user, info = ARGV[3], ARGV[4], ARGV[5]
+  local field, user, info = ARGV[4], ARGV[5], ARGV[6]
   if redis.call('HSETNX', members, field, user) == 0 then return {0, user, ''} end
   redis.call('HINCRBY', counts, node, 1)
+  if own then
+    if redis.call('HLEN', members) > 1 then return {1, user, ''} end
+    edge(2, user, info)
+    return out
+  end
   local sockets = redis.call('HINCRBY', users, user, 1)
   if info ~= '' then redis.call('HSET', infos, user, info) elseif sockets == 1 then redis.call('HDEL', infos, user) end
   if sockets > 1 then return {1, user, ''} end
@@ -76,7 +90,7 @@ if op == 'join' then
 end
 
 if op == 'leave' then
-  local field = ARGV[3]
+  local field = ARGV[4]
   local user = redis.call('HGET', members, field)
   if not user then return {0, '', ''} end
   if drop(field, user) == 1 then return {1, user, ''} end
@@ -84,7 +98,7 @@ if op == 'leave' then
 end
 
 -- clean: removes a dead node's sockets, a bounded number per call.
-local scan = redis.call('HSCAN', members, ARGV[3], 'MATCH', ARGV[4], 'COUNT', tonumber(ARGV[5]))
+local scan = redis.call('HSCAN', members, ARGV[4], 'MATCH', ARGV[5], 'COUNT', tonumber(ARGV[6]))
 out[1] = scan[1]
 local flat = scan[2]
 for i = 1, #flat, 2 do drop(flat[i], flat[i + 1]) end
@@ -390,10 +404,11 @@ export class RedisPresence implements Presence {
 
   private scriptOp(o: Op): BatchItem {
     const keys = this.keysOf(o.channel);
+    const own = isOwnChannel(o.channel);
     const args =
       o.kind === 'join'
-        ? ['join', this.nodeId, this.field(o.socketId), o.member!.user, o.member!.info ?? '']
-        : ['leave', this.nodeId, this.field(o.socketId)];
+        ? ['join', this.nodeId, own, this.field(o.socketId), o.member!.user, o.member!.info ?? '']
+        : ['leave', this.nodeId, own, this.field(o.socketId)];
     return {
       key: keys[0],
       add: (p) => void (p as unknown as PresenceCommands).relayPresence(...keys, ...args),
@@ -590,6 +605,7 @@ export class RedisPresence implements Presence {
         ...keys,
         'clean',
         node,
+        isOwnChannel(channel),
         cursor,
         pattern,
         CLEAN_BATCH,
@@ -638,6 +654,11 @@ export class RedisPresence implements Presence {
 /** A batch command on `key`: a single Redis pipelines them all, a Cluster one pipeline per slot. */
 function op(key: string, add: (pipeline: ChainableCommander, key: string) => unknown): BatchItem {
   return { key, add: (p) => void add(p, key) };
+}
+
+/** '1' for a user's own channel (all its sockets are one user's), as the script takes it. */
+function isOwnChannel(channel: string): string {
+  return channel.startsWith(`${USER_NAMESPACE}:`) ? '1' : '0';
 }
 
 /** A node id as a literal in a Redis MATCH pattern. */

@@ -83,18 +83,20 @@ interface EventBase {
  *   (per user, not per socket), for channels `isPresenceChannel` accepts.
  *
  * `info` is the user's `user_info` as JSON text: the one written by the join
- * for `online` / `added`, the last one kept for `offline` / `removed`.
+ * for `user.online` / `member.added`, the last one kept for `member.removed`
+ * (users' own channels keep none, so `user.offline` has none).
  * `socket` names the socket whose join or leave caused a user or member event
  * (front ends leave it out of their notices); it is absent for a dead node's
  * sockets.
  */
 export type PresenceEvent =
   | (EventBase & {
-      readonly type: 'user.online' | 'user.offline';
+      readonly type: 'user.online';
       readonly user: string;
       readonly info?: string;
       readonly socket?: string;
     })
+  | (EventBase & { readonly type: 'user.offline'; readonly user: string; readonly socket?: string })
   | (EventBase & { readonly type: 'channel.occupied' | 'channel.vacated'; readonly channel: string })
   | (EventBase & {
       readonly type: 'member.added' | 'member.removed';
