@@ -86,12 +86,14 @@ export async function startProcess(
         const res = await fetch(`${url}/${waitReady ? 'readyz' : 'healthz'}`);
         return res.status === 200;
       },
-      { what: `node ${id} on ${port}`, timeoutMs: 15_000 },
+      // A process loads every module before it listens: 1 s on an idle machine,
+      // measured 10-15 s on two cores shared with other suites (load 15).
+      { what: `node ${id} on ${port}`, timeoutMs: 30_000 },
     );
   } catch (err) {
     // The caller gets no handle to stop it: a node left running would outlive the test run.
     if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
-    throw err;
+    throw new Error(`${(err as Error).message}; its output:\n${output.slice(-20).join('\n')}`);
   }
   return {
     url,
