@@ -172,6 +172,12 @@ export class RedisPresence implements Presence {
   private readonly timer: NodeJS.Timeout;
   private readonly startedAt = Date.now();
   private cleaning = false;
+  /**
+   * When this node may take others for dead: a TTL after it last (re)gained
+   * Redis. After an outage every node's heartbeat is old; this gives the others
+   * a TTL to heartbeat again before anyone removes them.
+   */
+  private cleanFrom: number | undefined;
   private readonly emitter: PresenceEmitter;
 
   private readonly names: RedisNames;
@@ -204,6 +210,7 @@ export class RedisPresence implements Presence {
     // so the whole membership is written again.
     redis.on('close', () => {
       this.dirty = true;
+      this.cleanFrom = undefined;
     });
     redis.on('ready', () => void this.heartbeat());
     if (redis.status === 'ready') void this.heartbeat();
@@ -451,6 +458,7 @@ export class RedisPresence implements Presence {
         op(nodes, (p, k) => p.zrangebyscore(k, '-inf', `(${now - ttlMs}`)),
       ]);
       const added = results[0] === 1;
+      this.cleanFrom ??= now + ttlMs;
       if (!this.registered) {
         // First contact. Entries under this node id that are not this
         // process's sockets were left by a previous process with the same id.
@@ -466,10 +474,11 @@ export class RedisPresence implements Presence {
       }
       this.alive = new Set([...(results[3] as string[]), this.nodeId]);
       const dead = (results[4] as string[]).filter((id) => id !== this.nodeId);
-      if (dead.length > 0 && !this.cleaning) void this.cleanUp(dead);
+      if (dead.length > 0 && !this.cleaning && now >= this.cleanFrom) void this.cleanUp(dead);
     } catch {
       // A node that cannot reach Redis may have been cleaned up by the others: write it all again.
       this.dirty = true;
+      this.cleanFrom = undefined;
     } finally {
       this.beating = false;
     }

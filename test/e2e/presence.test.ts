@@ -143,7 +143,8 @@ describe('presence across three nodes', () => {
 
     const r = redis.client();
     const dead = c.id;
-    expect(await r.zscore('pushrelay:nodes', dead)).toBeNull();
+    // The cleaner's last step: the dead node leaves the heartbeat set.
+    await waitFor(async () => (await r.zscore('pushrelay:nodes', dead)) === null);
     expect(await r.exists(`pushrelay:node:${dead}`, `pushrelay:node:${dead}:channels`)).toBe(0);
     expect(await r.exists('pushrelay:{user:bob}:p', 'pushrelay:{user:bob}:n', 'pushrelay:{user:bob}:u')).toBe(
       0,

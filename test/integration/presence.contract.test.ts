@@ -344,6 +344,8 @@ describe('redis presence', () => {
     expect(r.events.every((e) => !('socket' in e) || e.socket === undefined)).toBe(true);
     expect(await a.p.count(['user:carol', 'room:5', 'user:alice'])).toEqual([1, 1, 0]);
     const c = redis.client();
+    // The cleaner's last step: the node leaves the heartbeat set.
+    await waitFor(async () => (await c.zscore(names.nodes, 'dying')) === null);
     for (const channel of ['user:alice', 'room:5', 'room:6', 'user:carol']) {
       const fields = Object.keys(await c.hgetall(names.members(channel)));
       expect(
@@ -357,7 +359,6 @@ describe('redis presence', () => {
       0,
     );
     expect(await c.exists(names.nodeChannels('dying'), names.node('dying'), names.cleanup('dying'))).toBe(0);
-    expect(await c.zscore(names.nodes, 'dying')).toBeNull();
   });
 
   it('registers again, with its transitions, when it finds it was taken for dead', async () => {
@@ -379,6 +380,8 @@ describe('redis presence', () => {
       'member.removed room:7 ivy {"n":1}',
       'user.offline ivy',
     ]);
+    // The cleaner removes the node from the heartbeat set after its sockets.
+    await waitFor(async () => (await redis.client().zscore(names.nodes, 'paused')) === null);
     r.clear();
     // Back from the pause: the next heartbeat finds the node missing and writes it all again.
     await (b.raw as unknown as { heartbeat(): Promise<void> }).heartbeat();
@@ -428,6 +431,50 @@ describe('redis presence', () => {
     await waitFor(() => r.events.length >= 1, { what: 'the old socket removed' });
     expect(r.brief()).toEqual(['user.offline lea']);
     expect(await restarted.p.count(['user:lea'])).toEqual([0]);
+  });
+
+  it('does not take the other nodes for dead after Redis was away for longer than the TTL', async () => {
+    const kept = await startRedis({ appendonly: true, appendfsync: 'always' });
+    const names = redisNames('outage');
+    const [m1, m2] = [membership(), membership()];
+    const on = (id: string, local: LocalMembership) => {
+      const client = createRedis(new URL(kept.url), 'command', log);
+      clients.push(client);
+      const presence = createPresence({
+        kind: 'redis',
+        nodeId: id,
+        local,
+        redis: client,
+        names,
+        ttlSeconds: 3,
+        log,
+        isPresenceChannel,
+        maxInfoBytes: MAX_INFO_BYTES,
+      });
+      made.push(presence);
+      return { p: whenReady(presence, client), client };
+    };
+    try {
+      const a = on('first', m1.local);
+      const b = on('second', m2.local);
+      const r = record(a.p, b.p);
+      await waitFor(() => isReady(a.client) && isReady(b.client));
+      await m1.join(a.p, 'room:9', 's1', 'max');
+      await m2.join(b.p, 'room:9', 's2', 'nia');
+      r.clear();
+      await kept.kill();
+      await sleep(4500); // every heartbeat in Redis is now older than the TTL
+      await kept.restart(); // with its data (AOF, fsync always)
+      await waitFor(() => isReady(a.client) && isReady(b.client), { timeoutMs: 10_000 });
+      await sleep(4000); // more than a TTL of heartbeats on both sides
+      expect(r.brief()).toEqual([]);
+      expect(await a.p.members('room:9')).toEqual([
+        { user: 'max', sockets: 1 },
+        { user: 'nia', sockets: 1 },
+      ]);
+    } finally {
+      await kept.stop();
+    }
   });
 
   it('writes a node’s whole membership again after Redis lost it', async () => {
