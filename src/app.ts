@@ -179,10 +179,12 @@ export async function buildApp(config: Config, options: { logger?: Logger } = {}
   };
   const idempotencyMs = config.idempotencySeconds * 1000;
 
+  // The one rule for which channels announce their members (native notices, Echo, webhooks).
+  const isPresenceChannel = presenceChannels((channel) => config.namespace(channel).presence);
   const presenceOptions = {
     nodeId: config.nodeId,
     local,
-    isPresenceChannel: presenceChannels((channel) => config.namespace(channel).presence),
+    isPresenceChannel,
     maxInfoBytes: config.maxUserInfoBytes,
     onInfoRefused: () => metrics.presenceInfoDropped.inc(),
     log,

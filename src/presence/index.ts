@@ -6,6 +6,7 @@ import type { Presence } from './types.js';
 export {
   ECHO_PRESENCE_PREFIX,
   infoValue,
+  infoWithin,
   type PresenceChannelPredicate,
   presenceChannels,
 } from './events.js';
