@@ -27,11 +27,11 @@ import { RedisIngest } from './ingest/redis-ingest.js';
 import { MemoryResultStore, RedisResultStore } from './ingest/results.js';
 import { compile } from './ingest/schema.js';
 import { counterTotal, createMetrics, type Metrics } from './metrics/index.js';
-import { createPresence, type LocalMembership } from './presence/index.js';
+import { createPresence, type LocalMembership, presenceChannels } from './presence/index.js';
 import { watchSlowConsumers } from './realtime/backpressure.js';
 import { UserControl } from './realtime/control.js';
 import type { RelayServer } from './realtime/events.js';
-import { disconnect, Hub } from './realtime/hub.js';
+import { disconnect, Hub, memberOf } from './realtime/hub.js';
 import { fullBucket, take } from './realtime/limits.js';
 import { attachRealtime, createSocketServer, originAllowed } from './realtime/server.js';
 import { createTokenVerifier } from './realtime/tokens.js';
@@ -154,13 +154,15 @@ export async function buildApp(config: Config, options: { logger?: Logger } = {}
       for (const room of nsp.adapter.rooms.keys()) if (room.startsWith(`${USER_NAMESPACE}:`)) users++;
       return { sockets: nsp.sockets.size, users };
     },
+    sockets: (channel) => nsp.adapter.rooms.get(channel)?.size ?? 0,
+    has: (channel, socketId) => nsp.adapter.rooms.get(channel)?.has(socketId) ?? false,
     *entries() {
       for (const [room, ids] of nsp.adapter.rooms) {
         if (!listsMembers(room)) continue;
         for (const id of ids) {
           if (id === room) continue;
-          const user = nsp.sockets.get(id)?.data.user;
-          if (user !== undefined) yield [room, id, user] as const;
+          const socket = nsp.sockets.get(id);
+          if (socket !== undefined) yield [room, id, memberOf(socket, room)] as const;
         }
       }
     },
@@ -177,17 +179,26 @@ export async function buildApp(config: Config, options: { logger?: Logger } = {}
   };
   const idempotencyMs = config.idempotencySeconds * 1000;
 
+  // The one rule for which channels announce their members (native notices, Echo, webhooks).
+  const isPresenceChannel = presenceChannels((channel) => config.namespace(channel).presence);
+  const presenceOptions = {
+    nodeId: config.nodeId,
+    local,
+    isPresenceChannel,
+    maxInfoBytes: config.maxUserInfoBytes,
+    onInfoRefused: () => metrics.presenceInfoDropped.inc(),
+    log,
+  };
   const presence = redis
     ? createPresence({
         kind: 'redis',
-        nodeId: config.nodeId,
-        local,
+        ...presenceOptions,
         redis: redis.command,
         names,
         ttlSeconds: config.presenceTtl,
-        log,
       })
-    : createPresence({ kind: 'memory', nodeId: config.nodeId, local });
+    : createPresence({ kind: 'memory', ...presenceOptions });
+  presence.onEvent((event) => metrics.presenceEvents.inc({ type: event.type }));
   const broker = redis
     ? createBroker({
         kind: 'redis',
@@ -218,7 +229,6 @@ export async function buildApp(config: Config, options: { logger?: Logger } = {}
     onOffline: webhook ? (users, publication) => webhook.notify(users, publication) : undefined,
   });
   const hub = new Hub(io, broker, presence, metrics, log);
-  hub.namespacePresence = (channel) => config.namespace(channel).presence;
   hub.replayLimit = (channel) => Math.max(1, config.namespace(channel).historySize);
 
   attachRealtime(io, { config, hub, ingest, verify: createTokenVerifier(config), metrics, log });

@@ -12,6 +12,7 @@ commands:
       --ttl <seconds>           lifetime (default 3600)
       --secret <secret>         signing secret (default: PUSHRELAY_JWT_SECRET)
       --audience <aud>          set "aud"        --issuer <iss>   set "iss"
+      --user-info <json>        the "user_info" claim presence shows, a JSON object
   publish <event> [options]     publish a message and print the relay's answer
       --data <json>             the message data, as JSON (default null)
       --user <id>               a target user (repeatable)
@@ -74,6 +75,7 @@ async function run(argv: string[]): Promise<number> {
           secret: { type: 'string' },
           audience: { type: 'string' },
           issuer: { type: 'string' },
+          'user-info': { type: 'string' },
         },
       });
       const user = positionals[0];
@@ -85,7 +87,19 @@ async function run(argv: string[]): Promise<number> {
         );
       const ttl = values.ttl === undefined ? 3600 : Number(values.ttl);
       if (!Number.isInteger(ttl) || ttl <= 0) throw new Error('--ttl must be a positive number of seconds');
+      let userInfo: Record<string, unknown> | undefined;
+      if (values['user-info'] !== undefined) {
+        try {
+          userInfo = JSON.parse(values['user-info']) as Record<string, unknown>;
+        } catch {
+          userInfo = undefined;
+        }
+        if (typeof userInfo !== 'object' || userInfo === null || Array.isArray(userInfo)) {
+          throw new Error('--user-info must be a JSON object, such as \'{"name":"Alice"}\'');
+        }
+      }
       const token = await mintToken(secret, user, {
+        userInfo,
         channels: values.channels
           ?.split(',')
           .map((s) => s.trim())

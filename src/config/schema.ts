@@ -281,7 +281,7 @@ export interface NamespaceOptions {
   readonly publish: boolean;
   /** Any authenticated client may subscribe, whatever its token's `channels` claim. */
   readonly public: boolean;
-  /** Subscribers receive `pushrelay:join` / `pushrelay:leave` events. */
+  /** Subscribers receive `pushrelay:join` / `pushrelay:leave` notices, once per user cluster-wide. */
   readonly presence: boolean;
   /** Messages kept per channel for recovery (0 turns history off). */
   readonly historySize: number;
@@ -515,10 +515,17 @@ export const schema = {
   ),
   presenceTtl: int(
     'PUSHRELAY_PRESENCE_TTL_SECONDS',
-    'a node that stops heartbeating stops counting in presence after this many seconds',
-    9,
+    'a node that stops heartbeating stops counting in presence after this many seconds, and a live node then removes its sockets (their `pushrelay:leave` notices follow within a third of this)',
+    6,
     3,
     300,
+  ),
+  maxUserInfoBytes: int(
+    'PUSHRELAY_MAX_USER_INFO_BYTES',
+    'largest `user_info` of a presence member, in bytes of JSON (a token carrying a larger one is refused; from elsewhere it is dropped and counted)',
+    4096,
+    64,
+    65536,
   ),
   console: variable(
     'PUSHRELAY_CONSOLE',

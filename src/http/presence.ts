@@ -1,6 +1,6 @@
 import { Type } from 'typebox';
 import { assertClientChannel, assertUserId, userChannel } from '../ingest/message.js';
-import type { Presence } from '../presence/index.js';
+import { infoValue, type Presence } from '../presence/index.js';
 import { errorResponses } from './schemas.js';
 import type { HttpApp } from './types.js';
 
@@ -35,7 +35,14 @@ export function registerPresenceRoutes(app: HttpApp, presence: Presence): void {
           200: Type.Object({
             channel: Type.String(),
             sockets: Type.Integer(),
-            users: Type.Array(Type.Object({ id: Type.String(), sockets: Type.Integer() })),
+            users: Type.Array(
+              Type.Object({
+                id: Type.String(),
+                sockets: Type.Integer(),
+                /** The member's `user_info` (the token's claim, or Laravel Echo's `channel_data`), when it has one. */
+                user_info: Type.Optional(Type.Unknown()),
+              }),
+            ),
           }),
           ...errorResponses,
         },
@@ -46,11 +53,13 @@ export function registerPresenceRoutes(app: HttpApp, presence: Presence): void {
       assertClientChannel(channel);
       const members = await presence.members(channel);
       let sockets = 0;
-      const users = [...members].map(([id, n]) => {
-        sockets += n;
-        return { id, sockets: n };
+      const users = members.map((m) => {
+        sockets += m.sockets;
+        const info = infoValue(m.info);
+        return info === undefined
+          ? { id: m.user, sockets: m.sockets }
+          : { id: m.user, sockets: m.sockets, user_info: info };
       });
-      users.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
       return { channel, sockets, users };
     },
   );

@@ -97,6 +97,17 @@ export function createMetrics() {
       labelNames: ['outcome'] as const,
       registers: [registry],
     }),
+    presenceEvents: new Counter({
+      name: 'pushrelay_presence_events_total',
+      help: 'Presence transitions this node produced (each is produced by one node of the cluster), by type: user.online, user.offline, channel.occupied, channel.vacated, member.added, member.removed',
+      labelNames: ['type'] as const,
+      registers: [registry],
+    }),
+    presenceInfoDropped: new Counter({
+      name: 'pushrelay_presence_user_info_dropped_total',
+      help: 'Presence members kept without their user_info because it was larger than PUSHRELAY_MAX_USER_INFO_BYTES',
+      registers: [registry],
+    }),
     redisConnected: new Gauge({
       name: 'pushrelay_redis_connected',
       help: '1 when the Redis connection of this role is ready (cluster mode)',

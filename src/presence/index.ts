@@ -1,37 +1,38 @@
 import type { Logger } from 'pino';
-import type { Redis } from '../redis/client.js';
-import type { RedisNames } from '../redis/keys.js';
-import { MemoryPresence } from './memory.js';
-import { RedisPresence } from './redis.js';
-import type { LocalMembership, Presence } from './types.js';
+import { type CommonOptions, MemoryPresence } from './memory.js';
+import { RedisPresence, type RedisPresenceOptions } from './redis.js';
+import type { Presence } from './types.js';
 
-export type { LocalMembership, NodeCounters, NodeInfo, Presence } from './types.js';
+export {
+  ECHO_PRESENCE_PREFIX,
+  infoValue,
+  infoWithin,
+  type PresenceChannelPredicate,
+  presenceChannels,
+} from './events.js';
+export type {
+  ChannelMember,
+  LocalMembership,
+  Member,
+  NodeCounters,
+  NodeInfo,
+  Presence,
+  PresenceEvent,
+  PresenceEventType,
+  PresenceListener,
+} from './types.js';
+export { PRESENCE_EVENT_TYPES } from './types.js';
 
 export type PresenceOptions =
-  | { kind: 'memory'; nodeId: string; local: LocalMembership }
-  | {
-      kind: 'redis';
-      nodeId: string;
-      local: LocalMembership;
-      redis: Redis;
-      names: RedisNames;
-      ttlSeconds: number;
-      log: Logger;
-    };
+  | (CommonOptions & { kind: 'memory'; log?: Logger })
+  | (RedisPresenceOptions & { kind: 'redis' });
 
 export function createPresence(options: PresenceOptions): Presence {
   switch (options.kind) {
     case 'memory':
-      return new MemoryPresence(options.nodeId, options.local);
+      return new MemoryPresence(options);
     case 'redis':
-      return new RedisPresence(
-        options.redis,
-        options.names,
-        options.nodeId,
-        options.ttlSeconds,
-        options.local,
-        options.log,
-      );
+      return new RedisPresence(options);
     default:
       throw new Error(`unknown presence kind: ${(options as { kind: string }).kind}`);
   }

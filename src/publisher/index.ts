@@ -23,7 +23,8 @@ export interface UserPresence {
 export interface ChannelPresence {
   channel: string;
   sockets: number;
-  users: { id: string; sockets: number }[];
+  /** `user_info`: the member's token claim (or Laravel Echo `channel_data.user_info`), when it has one. */
+  users: { id: string; sockets: number; user_info?: unknown }[];
 }
 
 export interface HistoryPage {

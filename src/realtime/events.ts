@@ -1,6 +1,7 @@
 import type { Server, Socket } from 'socket.io';
 import type { DisconnectReason, ErrorBody } from '../errors.js';
 import type { Position } from '../ingest/message.js';
+import type { Member } from '../presence/index.js';
 
 // The wire protocol a client sees, as types. Client requests carry an
 // acknowledgement; every answer is { ok: true, ... } or { ok: false, error }.
@@ -56,9 +57,12 @@ export interface DisconnectNotice {
   reconnect: boolean;
 }
 
+/** A user's first socket joined a presence channel anywhere in the cluster, or their last one left. */
 export interface PresenceNotice {
   channel: string;
   user: string;
+  /** The user's `user_info` (the token's claim), when the member has one. */
+  user_info?: unknown;
 }
 
 export interface ServerToClientEvents {
@@ -87,6 +91,14 @@ export interface SocketData {
   /** Token expiry, seconds since the epoch. */
   exp: number;
   patterns: readonly string[];
+  /** The token's `user_info` claim as JSON text: the socket's presence info in every channel. */
+  userInfo?: string | undefined;
+  /**
+   * Who the socket is in particular channels, where that is not `user` with
+   * `userInfo` (Laravel Echo's presence channels take it from the auth
+   * endpoint's `channel_data`). Kept for re-registering presence.
+   */
+  presenceAs?: Map<string, Member>;
   expiryTimer?: NodeJS.Timeout;
   /** Channels being joined by subscribe requests still in flight (they count against the limit). */
   joining?: number;

@@ -10,8 +10,8 @@ import {
   userChannel,
 } from '../ingest/message.js';
 import type { Metrics } from '../metrics/index.js';
-import type { Presence } from '../presence/index.js';
-import type { ChannelAnswer, RelayServer, RelaySocket } from './events.js';
+import { infoValue, type Member, type Presence, type PresenceEvent } from '../presence/index.js';
+import type { ChannelAnswer, PresenceNotice, RelayServer, RelaySocket } from './events.js';
 
 /**
  * This node's view of one channel it has sockets in. `delivered` is the
@@ -71,15 +71,12 @@ export class Hub {
     const adapter = io.of('/').adapter;
     adapter.on('leave-room', (room: string, id: string) => {
       if (room === id || !listsMembers(room)) return;
-      const socket = io.of('/').sockets.get(id);
+      io.of('/').sockets.get(id)?.data.presenceAs?.delete(room);
       this.presence.leave(room, id).catch(() => {});
-      if (socket && this.namespacePresence(room)) this.notifyPresence(socket, room, 'pushrelay:leave');
     });
     adapter.on('delete-room', (room: string) => this.scheduleUnsubscribe(room));
+    presence.onEvent((event) => this.notifyPresence(event));
   }
-
-  /** The namespace option that turns join/leave notices on; set by the app. */
-  namespacePresence: (channel: string) => boolean = () => false;
   /** Most entries a recovery may replay (the channel's history size); set by the app. */
   replayLimit: (channel: string) => number = () => 1000;
 
@@ -91,6 +88,8 @@ export class Hub {
     socket: RelaySocket,
     channel: string,
     since?: { offset: number; epoch: string },
+    /** Who the socket is in this channel, when not its token's user and `user_info` (Laravel Echo's `channel_data`). */
+    member?: Member,
   ): Promise<ChannelAnswer> {
     const state = await this.ensure(channel);
     if (socket.rooms.has(channel) || socket.disconnected) {
@@ -129,16 +128,19 @@ export class Hub {
         }
         this.metrics.deliveryRecovered.inc({ kind: 'client' }, entries.length);
       }
+      if (member !== undefined && listsMembers(channel)) {
+        socket.data.presenceAs ??= new Map();
+        socket.data.presenceAs.set(channel, member);
+      }
       socket.join(channel);
     }
     const answer = { offset: state.delivered, epoch: state.epoch, recovered: entries !== undefined };
     this.drain(state);
     if (socket.disconnected) return { ...answer, recovered: false };
     if (!listsMembers(channel)) return answer;
-    if (this.namespacePresence(channel)) this.notifyPresence(socket, channel, 'pushrelay:join');
     // The socket receives either way; a presence write that fails is written
     // again with the node's whole membership on the next heartbeat.
-    await this.presence.join(channel, socket.id, socket.data.user).catch((err: unknown) => {
+    await this.presence.join(channel, socket.id, memberOf(socket, channel)).catch((err: unknown) => {
       this.log.debug({ channel, err: (err as Error).message }, 'presence write deferred');
     });
     return answer;
@@ -412,18 +414,30 @@ export class Hub {
     state.linger.unref();
   }
 
-  private notifyPresence(
-    socket: RelaySocket,
-    channel: string,
-    event: 'pushrelay:join' | 'pushrelay:leave',
-  ): void {
-    socket.to(channel).emit(event, { channel, user: socket.data.user });
+  /**
+   * A user's first socket joined a presence channel, or their last one left,
+   * anywhere in the cluster: the channel's sockets on every node hear it once
+   * (through the adapter), except the socket whose join caused it.
+   */
+  private notifyPresence(event: PresenceEvent): void {
+    if (event.type !== 'member.added' && event.type !== 'member.removed') return;
+    const notice: PresenceNotice = { channel: event.channel, user: event.user };
+    const info = infoValue(event.info);
+    if (info !== undefined) notice.user_info = info;
+    let target = this.io.to(event.channel);
+    if (event.socket !== undefined) target = target.except(event.socket);
+    target.emit(event.type === 'member.added' ? 'pushrelay:join' : 'pushrelay:leave', notice);
   }
 
   private retryLater(fn: () => void): void {
     if (this.closed) return;
     setTimeout(fn, RETRY_MS).unref();
   }
+}
+
+/** Who a socket is in a channel's presence: its token's user and `user_info`, unless a front end said otherwise. */
+export function memberOf(socket: RelaySocket, channel: string): Member {
+  return socket.data.presenceAs?.get(channel) ?? { user: socket.data.user, info: socket.data.userInfo };
 }
 
 function meta(channel: string, offset: number, epoch: string, message: Message): Meta {

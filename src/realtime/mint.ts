@@ -4,9 +4,19 @@ import { SignJWT } from 'jose';
 export async function mintToken(
   secret: string,
   user: string,
-  opts: { channels?: string[]; ttlSeconds?: number; audience?: string; issuer?: string } = {},
+  opts: {
+    channels?: string[];
+    ttlSeconds?: number;
+    audience?: string;
+    issuer?: string;
+    /** The `user_info` claim: what presence shows of the user. */
+    userInfo?: Record<string, unknown>;
+  } = {},
 ): Promise<string> {
-  let jwt = new SignJWT(opts.channels && opts.channels.length > 0 ? { channels: opts.channels } : {})
+  let jwt = new SignJWT({
+    ...(opts.channels && opts.channels.length > 0 ? { channels: opts.channels } : {}),
+    ...(opts.userInfo !== undefined ? { user_info: opts.userInfo } : {}),
+  })
     .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
     .setSubject(user)
     .setIssuedAt()

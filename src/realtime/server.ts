@@ -91,6 +91,7 @@ export function attachRealtime(io: RelayServer, deps: RealtimeDeps): void {
         socket.data.user = claims.user;
         socket.data.exp = claims.exp;
         socket.data.patterns = claims.patterns;
+        if (claims.userInfo !== undefined) socket.data.userInfo = claims.userInfo;
         next();
       },
       (err: unknown) => {

@@ -2,6 +2,7 @@ import { createPublicKey, type KeyObject } from 'node:crypto';
 import { createRemoteJWKSet, type JWTVerifyGetKey, errors as joseErrors, jwtVerify } from 'jose';
 import type { Config } from '../config/index.js';
 import { RelayError } from '../errors.js';
+import { checkValue } from '../ingest/json.js';
 import { isUserId } from '../ingest/message.js';
 
 /** What the relay takes from a client token. */
@@ -11,6 +12,8 @@ export interface Claims {
   readonly exp: number;
   /** Channel patterns the token allows (`order:42`, `team:7:*`). */
   readonly patterns: readonly string[];
+  /** The `user_info` claim as JSON text: what presence shows of the user. */
+  readonly userInfo?: string | undefined;
 }
 
 export type TokenVerifier = (token: unknown) => Promise<Claims>;
@@ -75,7 +78,7 @@ export function createTokenVerifier(config: Config): TokenVerifier {
     } catch (err) {
       throw tokenError(err);
     }
-    const { sub, exp, channels } = payload;
+    const { sub, exp, channels, user_info } = payload;
     if (!isUserId(sub)) throw new RelayError('token_invalid', 'the token "sub" is not a valid user id');
     if (typeof exp !== 'number') throw new RelayError('token_invalid', 'the token "exp" must be a number');
     let patterns: string[] = [];
@@ -88,8 +91,33 @@ export function createTokenVerifier(config: Config): TokenVerifier {
       }
       patterns = channels as string[];
     }
-    return { user: sub, exp, patterns };
+    return { user: sub, exp, patterns, userInfo: userInfoClaim(user_info, config) };
   };
+}
+
+/** The `user_info` claim as presence keeps it: a JSON object, within the size and depth limits. */
+function userInfoClaim(value: unknown, config: Config): string | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw new RelayError('token_invalid', 'the token "user_info" claim must be a JSON object');
+  }
+  try {
+    checkValue(value, config.maxJsonDepth);
+  } catch (err) {
+    throw new RelayError(
+      'token_invalid',
+      `the token "user_info" claim is refused: ${(err as Error).message}`,
+    );
+  }
+  const text = JSON.stringify(value);
+  const bytes = Buffer.byteLength(text);
+  if (bytes > config.maxUserInfoBytes) {
+    throw new RelayError(
+      'token_invalid',
+      `the token "user_info" claim is ${bytes} bytes of JSON; the limit is ${config.maxUserInfoBytes} (PUSHRELAY_MAX_USER_INFO_BYTES)`,
+    );
+  }
+  return text;
 }
 
 function tokenError(err: unknown): RelayError {

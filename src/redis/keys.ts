@@ -19,6 +19,14 @@ export interface RedisNames {
   members(channel: string): string;
   /** Hash `<node>` -> socket count: how many sockets each node has in the channel. */
   counts(channel: string): string;
+  /**
+   * Hash user id -> socket count, cluster-wide: a user's first and last socket
+   * in the channel are decided on it. Not kept for users' own channels, where
+   * `members` holds one user's sockets.
+   */
+  users(channel: string): string;
+  /** Hash user id -> `user_info` JSON text, for members that have one; not kept for users' own channels. */
+  userInfo(channel: string): string;
   /** Pub/sub channel apps PUBLISH raw publish bodies on. */
   readonly ingest: string;
   /** Lease naming the node that handles the ingest channel. */
@@ -56,6 +64,8 @@ export function redisNames(prefix: string): RedisNames {
         : undefined,
     members: (c) => `${prefix}:{${c}}:p`,
     counts: (c) => `${prefix}:{${c}}:n`,
+    users: (c) => `${prefix}:{${c}}:u`,
+    userInfo: (c) => `${prefix}:{${c}}:ui`,
     ingest: `${prefix}:publish`,
     ingestLeader: `${prefix}:ingest:leader`,
     result: (id) => `${prefix}:result:${id}`,

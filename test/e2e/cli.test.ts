@@ -43,7 +43,10 @@ describe('pushrelay CLI', () => {
   });
 
   it('mints a token a client connects with, and publishes to it', async () => {
-    const minted = await cli(['token', 'alice', '--channels', 'order:*', '--ttl', '600'], env);
+    const minted = await cli(
+      ['token', 'alice', '--channels', 'order:*', '--ttl', '600', '--user-info', '{"name":"Alice"}'],
+      env,
+    );
     expect(minted.code, minted.stderr).toBe(0);
     const alice = await connectClient(node.url, minted.stdout.trim());
     expect(alice.connected.user).toBe('alice');
@@ -73,7 +76,9 @@ describe('pushrelay CLI', () => {
     const presence = await cli(['presence', 'alice'], { ...env, PUSHRELAY_SECRET: READ_KEY.secret });
     expect(JSON.parse(presence.stdout)).toEqual({ user: 'alice', online: true, sockets: 1 });
     const channel = await cli(['presence', '--channel', 'order:42'], env);
-    expect(JSON.parse(channel.stdout).users).toEqual([{ id: 'alice', sockets: 1 }]);
+    expect(JSON.parse(channel.stdout).users).toEqual([
+      { id: 'alice', sockets: 1, user_info: { name: 'Alice' } },
+    ]);
     const nodes = await cli(['presence', '--nodes', '--url', node.url, '--secret', KEY.secret], {});
     expect(JSON.parse(nodes.stdout).nodes.map((n: { id: string }) => n.id)).toEqual([node.id]);
     alice.close();
@@ -92,6 +97,8 @@ describe('pushrelay CLI', () => {
       [['presence', 'alice', '--nodes'], env, 'presence takes one of'],
       [['token'], env, 'token needs a user id'],
       [['token', 'alice', '--ttl', '0'], env, '--ttl must be a positive'],
+      [['token', 'alice', '--user-info', '"Alice"'], env, '--user-info must be a JSON object'],
+      [['token', 'alice', '--user-info', '{oops'], env, '--user-info must be a JSON object'],
       [['frobnicate'], env, 'unknown command "frobnicate"'],
     ];
     const runs = await Promise.all(cases.map(([args, e]) => cli(args, e)));

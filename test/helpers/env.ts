@@ -19,7 +19,7 @@ export function testEnv(extra: Record<string, string | undefined> = {}): Record<
 
 export function token(
   user: string,
-  opts: { channels?: string[]; ttlSeconds?: number } = {},
+  opts: { channels?: string[]; ttlSeconds?: number; userInfo?: Record<string, unknown> } = {},
 ): Promise<string> {
   return mintToken(JWT_SECRET, user, opts);
 }

@@ -78,14 +78,23 @@ export async function startProcess(
   proc.stderr?.on('data', collect);
   const url = `http://127.0.0.1:${port}`;
   const exited = once(proc, 'exit').then(([code]) => code as number | null);
-  await waitFor(
-    async () => {
-      if (proc.exitCode !== null) throw new Error(`node exited with ${proc.exitCode}: ${output.join('\n')}`);
-      const res = await fetch(`${url}/${waitReady ? 'readyz' : 'healthz'}`);
-      return res.status === 200;
-    },
-    { what: `node ${id} on ${port}`, timeoutMs: 15_000 },
-  );
+  try {
+    await waitFor(
+      async () => {
+        if (proc.exitCode !== null)
+          throw new Error(`node exited with ${proc.exitCode}: ${output.join('\n')}`);
+        const res = await fetch(`${url}/${waitReady ? 'readyz' : 'healthz'}`);
+        return res.status === 200;
+      },
+      // A process loads every module before it listens: 1 s on an idle machine,
+      // measured 10-15 s on two cores shared with other suites (load 15).
+      { what: `node ${id} on ${port}`, timeoutMs: 30_000 },
+    );
+  } catch (err) {
+    // The caller gets no handle to stop it: a node left running would outlive the test run.
+    if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
+    throw new Error(`${(err as Error).message}; its output:\n${output.slice(-20).join('\n')}`);
+  }
   return {
     url,
     port,

@@ -327,7 +327,7 @@ describe('the Grafana dashboard and the alerts', () => {
     for (const [name, type] of exported) {
       if (!name.startsWith('pushrelay_')) continue;
       expect(name).toMatch(
-        /^pushrelay_(socket|publish|delivery|redis|ingest|ratelimit|http|drain|webhook)_[a-z0-9_]+$/,
+        /^pushrelay_(socket|publish|delivery|redis|ingest|ratelimit|http|drain|webhook|presence)_[a-z0-9_]+$/,
       );
       if (type === 'counter') expect(name).toMatch(/_total$/);
       if (type === 'histogram') expect(name).toMatch(/_seconds$/);
@@ -354,6 +354,7 @@ describe('the Grafana dashboard and the alerts', () => {
       'pushrelay_ratelimit_rejections_total',
       'pushrelay_drain_sockets_remaining',
       'pushrelay_drain_active',
+      'pushrelay_presence_events_total',
       'process_cpu_seconds_total',
       'process_resident_memory_bytes',
       'nodejs_eventloop_lag_p99_seconds',
