@@ -120,17 +120,28 @@ export class PubSubIngest {
   }
 
   async stop(): Promise<void> {
+    this.stopping ??= this.halt();
+    await this.stopping;
+  }
+
+  private stopping: Promise<void> | undefined;
+
+  private async halt(): Promise<void> {
     // Alone, there is nobody to hand over to.
     const grace = this.membership.member && this.membership.size > 1 ? LEAVE_GRACE_MS : 0;
     await this.membership.leave(grace);
     if (grace > 0) await new Promise((r) => setTimeout(r, grace));
     this.stopped = true;
     clearInterval(this.timer);
-    const { subscriber } = this.deps;
-    await Promise.all([
-      subscriber.unsubscribe().catch(() => {}),
-      this.patterns.size > 0 ? subscriber.punsubscribe().catch(() => {}) : undefined,
+    const { subscriber, names } = this.deps;
+    // Named explicitly: ioredis never settles an argument-less UNSUBSCRIBE while patterns remain.
+    const unsubscribed = Promise.all([
+      subscriber
+        .unsubscribe(...this.exact.keys(), this.probeChannel, names.ingestMembersChanged)
+        .catch(() => {}),
+      this.patterns.size > 0 ? subscriber.punsubscribe(...this.patterns.keys()).catch(() => {}) : undefined,
     ]);
+    await Promise.race([unsubscribed, new Promise((r) => setTimeout(r, STOP_WAIT_MS))]);
     const deadline = Date.now() + STOP_WAIT_MS;
     while (this.inflight > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
   }
