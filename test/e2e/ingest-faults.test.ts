@@ -70,7 +70,9 @@ describe('publishing through Redis under faults', () => {
       (c, k) => new RecoveringSubscriber(() => alive.map((n) => n.url), `s${k}`, [c], k),
     );
     await Promise.all(subs.map((s) => s.connect()));
-    cleanup.push(() => subs.forEach((s) => s.close()));
+    cleanup.push(() => {
+      for (const s of subs) s.close();
+    });
     const r = redis.client();
     // The partitions are shared out once every node sees the others.
     await waitFor(
@@ -194,7 +196,9 @@ describe('publishing through Redis under faults', () => {
       (c, k) => new RecoveringSubscriber(() => nodes.map((n) => n.url), `r${k}`, [c], k),
     );
     await Promise.all(subs.map((s) => s.connect()));
-    cleanup.push(() => subs.forEach((s) => s.close()));
+    cleanup.push(() => {
+      for (const s of subs) s.close();
+    });
     const producer = new Redis(redis.port, '127.0.0.1', {
       maxRetriesPerRequest: 0,
       retryStrategy: () => 100,
@@ -281,7 +285,9 @@ describe('publishing through Redis under faults', () => {
         ),
     );
     await Promise.all(subs.map((s) => s.connect()));
-    cleanup.push(() => subs.forEach((s) => s.close()));
+    cleanup.push(() => {
+      for (const s of subs) s.close();
+    });
     await sleep(3500); // every node active
     const publisher = redis.client();
     const sentAt: number[] = [];
