@@ -50,8 +50,14 @@ describe('publishing through Redis under faults', () => {
       PUSHRELAY_RATE_LIMIT: '0',
       PUSHRELAY_NAMESPACES: JSON.stringify({ [namespace]: { history_size: 5000 } }),
     };
-    const nodes = (await Promise.all(Array.from({ length: n }, () => startProcess(env)))) as ProcNode[];
-    cleanup.push(() => Promise.all(nodes.map((x) => x.stop())));
+    // One after another (the machine is shared), each one's cleanup registered as it starts, so a
+    // node that fails to start leaves none behind.
+    const nodes: ProcNode[] = [];
+    for (let i = 0; i < n; i++) {
+      const node = (await startProcess(env)) as ProcNode;
+      cleanup.push(() => node.stop());
+      nodes.push(node);
+    }
     return nodes;
   }
 

@@ -125,6 +125,12 @@ export interface StreamDeps {
   readonly members: () => number;
 }
 
+/** The channels a publish body reaches: what its order is kept per. */
+function targetsOf(body: PublishBody): string[] {
+  if (body.broadcast === true) return [BROADCAST_CHANNEL];
+  return [...(body.users ?? []).map(userChannel), ...(body.channels ?? [])];
+}
+
 function fieldOf(fields: readonly string[], name: string): string | undefined {
   for (let i = 0; i + 1 < fields.length; i += 2) if (fields[i] === name) return fields[i + 1];
   return undefined;
@@ -179,17 +185,21 @@ class StreamWorker {
     metrics.ingestStreamPending.remove({ stream: this.key });
   }
 
-  private get active(): boolean {
-    return !this.stopping && this.lease.held;
-  }
-
   private async run(): Promise<void> {
     const { ctx, nodeId } = this.deps;
     let needGroup = true;
     let checkPending = true;
     let takenOver = false;
     let backoff = 0;
-    while (this.active) {
+    while (!this.stopping) {
+      if (!this.lease.held) {
+        // Not renewed in time (Redis slow, event loop busy): wait, and start
+        // again from the pending list once it is. If it was lost, the round
+        // that finds out stops this worker.
+        checkPending = true;
+        await sleep(100);
+        continue;
+      }
       try {
         if (needGroup) {
           await this.conn.xgroup('CREATE', this.key, GROUP, '0', 'MKSTREAM').catch((err: Error) => {
@@ -610,70 +620,89 @@ class Pipeline {
     };
   }
 
-  /** Partition owner: publishes each entry's parts in id order, each awaited before the next. */
+  /**
+   * Partition owner: publishes each entry's parts. Order matters per target
+   * (a user's or a channel's messages), so an entry waits for the entries
+   * before it that share one of its targets, and entries with no target in
+   * common run at once. Answers how many entries, from the first, are
+   * finished: an entry that must be retried holds back the acknowledgement of
+   * everything after it (those are redone, idempotently).
+   */
   private async publishPart(entries: Entry[], lease: Lease): Promise<number> {
-    const { ctx } = this.deps;
-    const source = this.spec.source;
-    let done = 0;
-    for (const [id, fields] of entries) {
-      if (!lease.held) return done;
+    const last = new Map<string, Promise<boolean>>();
+    const outcomes = entries.map(([id, fields]) => {
       let parts: PartItem[];
       try {
         parts = JSON.parse(fieldOf(fields, 'm') ?? '') as PartItem[];
         if (!Array.isArray(parts)) throw new Error('not a list');
       } catch {
         // Only the router writes partitions; anything else there is not ours to publish.
-        await this.writeDead(
+        return this.writeDead(
           'invalid_json',
           id,
           fields.join(' '),
           'a partition entry is not what the router writes',
+        ).then(
+          () => true,
+          () => false,
         );
-        done++;
-        continue;
       }
-      for (const part of parts) {
-        try {
-          await ctx.ingest.publish(parsePublishBody(part.b), source, {
-            scope: part.s,
-            ...(part.a ? { audience: part.a } : {}),
-          });
-          ctx.metrics.ingestMessages.inc({ source, outcome: 'published' });
-        } catch (err) {
-          if (isRelayError(err) && err.code !== 'unavailable' && err.code !== 'internal') {
-            // Refused by the publish path itself (e.g. an id reused with another body): dead-letter this part.
-            try {
-              await this.writeDead(err.code, id, JSON.stringify(part.b), err.message);
-            } catch {
-              return done;
-            }
-            continue;
-          }
-          ctx.metrics.ingestMessages.inc({ source, outcome: 'failed' });
-          if (isRelayError(err) && err.code === 'unavailable') return done;
-          const attempts = (this.attempts.get(id) ?? 0) + 1;
-          this.attempts.set(id, attempts);
-          if (attempts < MAX_ATTEMPTS) {
-            ctx.log.error({ err, entry: id, attempts }, 'publishing an ingest stream entry failed; retrying');
-            return done;
-          }
-          this.attempts.delete(id);
+      const targets = new Set(parts.flatMap((p) => targetsOf(p.b)));
+      const before = [...targets].flatMap((t) => last.get(t) ?? []);
+      const outcome = Promise.all(before).then(
+        (ok) => ok.every(Boolean) && lease.held && this.publishEntry(id, parts),
+      );
+      for (const t of targets) last.set(t, outcome);
+      return outcome;
+    });
+    const finished = await Promise.all(outcomes);
+    const done = finished.indexOf(false);
+    return done === -1 ? entries.length : done;
+  }
+
+  /** One partition entry's parts, in order; false when it must be tried again later. */
+  private async publishEntry(id: string, parts: PartItem[]): Promise<boolean> {
+    const { ctx } = this.deps;
+    const source = this.spec.source;
+    for (const part of parts) {
+      try {
+        await ctx.ingest.publish(parsePublishBody(part.b), source, {
+          scope: part.s,
+          ...(part.a ? { audience: part.a } : {}),
+        });
+        ctx.metrics.ingestMessages.inc({ source, outcome: 'published' });
+      } catch (err) {
+        if (isRelayError(err) && err.code !== 'unavailable' && err.code !== 'internal') {
+          // Refused by the publish path itself (e.g. an id reused with another body): dead-letter this part.
           try {
-            await this.writeDead(
-              'internal',
-              id,
-              JSON.stringify(part.b),
-              err instanceof Error ? err.message : String(err),
-            );
+            await this.writeDead(err.code, id, JSON.stringify(part.b), err.message);
           } catch {
-            return done;
+            return false;
           }
+          continue;
+        }
+        ctx.metrics.ingestMessages.inc({ source, outcome: 'failed' });
+        if (isRelayError(err) && err.code === 'unavailable') return false;
+        const attempts = (this.attempts.get(id) ?? 0) + 1;
+        this.attempts.set(id, attempts);
+        if (attempts < MAX_ATTEMPTS) {
+          ctx.log.error({ err, entry: id, attempts }, 'publishing an ingest stream entry failed; retrying');
+          return false;
+        }
+        try {
+          await this.writeDead(
+            'internal',
+            id,
+            JSON.stringify(part.b),
+            err instanceof Error ? err.message : String(err),
+          );
+        } catch {
+          return false;
         }
       }
-      this.attempts.delete(id);
-      done++;
     }
-    return done;
+    this.attempts.delete(id);
+    return true;
   }
 
   private async writeDead(reason: string, entry: string, text: string, detail: string): Promise<void> {
