@@ -1,10 +1,11 @@
+import { createServer } from 'node:http';
 import type { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { connectClient, type TestClient } from '../helpers/clients.js';
 import { token } from '../helpers/env.js';
 import { startInProcess } from '../helpers/nodes.js';
 import { type RedisServer, startRedis } from '../helpers/redis.js';
-import { waitFor } from '../helpers/wait.js';
+import { sleep, waitFor } from '../helpers/wait.js';
 
 // The durable ingest stream (`XADD <prefix>:publish * body '<json>'`) with
 // nodes in this process on a real Redis: exactly once and in XADD order per
@@ -169,6 +170,45 @@ describe('ingest stream', () => {
     const text = await (await fetch(`${a!.url}/metrics`)).text();
     expect(text).toContain('pushrelay_ingest_dead_letters_total{source="stream",reason="invalid_body"} 3');
     expect(text).toContain('pushrelay_ingest_dead_letters_total{source="stream",reason="no_body"} 1');
+  });
+
+  it('a publish split over partitions calls the offline fallback once, naming every offline user', async () => {
+    const calls: { users: string[]; message: { id: string } }[] = [];
+    const receiver = createServer((req, res) => {
+      let body = '';
+      req.on('data', (c: Buffer) => {
+        body += c.toString();
+      });
+      req.on('end', () => {
+        calls.push(JSON.parse(body));
+        res.writeHead(200).end();
+      });
+    });
+    await new Promise<void>((r) => receiver.listen(0, '127.0.0.1', r));
+    cleanup.push(() => receiver.close());
+    const { port } = receiver.address() as { port: number };
+    const {
+      prefix,
+      nodes: [a],
+    } = await nodes(1, {
+      PUSHRELAY_OFFLINE_WEBHOOK: `http://127.0.0.1:${port}/offline`,
+      PUSHRELAY_OFFLINE_WEBHOOK_SECRET: 'webhook-secret-for-tests-0123456789',
+    });
+    const online = await client(a!.url, 'on-1', ['split:x']);
+    // Twelve users: their own channels fall in several of the 16 partitions.
+    const users = ['on-1', ...Array.from({ length: 11 }, (_, i) => `off-${i}`)];
+    const id = await r.xadd(
+      `${prefix}:publish`,
+      '*',
+      'body',
+      JSON.stringify({ event: 'split', users, channels: ['split:x'], data: 1 }),
+    );
+    await online.waitForEvent('split', 2); // once on its own channel, once on split:x
+    await waitFor(() => calls.length > 0, { what: 'the offline webhook' });
+    await sleep(500);
+    expect(calls.length).toBe(1);
+    expect(calls[0]!.users.sort()).toEqual(users.slice(1).sort());
+    expect(calls[0]!.message.id).toBe(id);
   });
 
   it('a draining node hands its partitions and the router to the others at once; order holds', async () => {
