@@ -301,6 +301,7 @@ export async function buildApp(config: Config, options: { logger?: Logger } = {}
       command: isReady(r.command),
       subscriber: isReady(r.subscriber),
       adapter: isReady(r.adapterSubscriber),
+      ingest: isReady(r.ingestSubscriber),
     });
   }
 
