@@ -529,7 +529,7 @@ export const schema = {
   ),
   ingestMaxInflight: int(
     'PUSHRELAY_INGEST_MAX_INFLIGHT',
-    'raw pub/sub ingest messages (`PUBLISH`) one node handles at once; past it new ones are dropped and counted (`pushrelay_ingest_messages_total{outcome="dropped"}`), at most this many times `PUSHRELAY_MAX_PAYLOAD_BYTES` held',
+    'raw pub/sub ingest messages (`PUBLISH`, ActionCable, AnyCable) one node holds queued or being published (64 at a time); past it new ones are dropped and counted (`pushrelay_ingest_messages_total{outcome="dropped"}`); at most this many times `PUSHRELAY_MAX_PAYLOAD_BYTES` held',
     1000,
     1,
     1_000_000,

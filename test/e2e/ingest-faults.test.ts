@@ -294,7 +294,7 @@ describe('publishing through Redis under faults', () => {
     cleanup.push(() => {
       for (const s of subs) s.close();
     });
-    await sleep(3500); // every node active
+    await sleep(5500); // every node active
     const publisher = redis.client();
     const sentAt: number[] = [];
     const kills: number[] = [];
@@ -319,7 +319,7 @@ describe('publishing through Redis under faults', () => {
       cleanup.push(() => again.stop());
       nodes[k] = again;
       up.add(again);
-      await sleep(4000); // active again before the next kill
+      await sleep(6000); // active again before the next kill
     }
     publishing = false;
     await pub;

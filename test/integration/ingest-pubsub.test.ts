@@ -49,7 +49,7 @@ describe('raw pub/sub ingest', () => {
     const numsub = async () =>
       ((await r.call('PUBSUB', 'NUMSUB', `${prefix}:publish`)) as [string, number])[1];
     await waitFor(async () => (await numsub()) === 3);
-    // A node starts handling its share once every node has seen it join (three seconds).
+    // A node starts handling its share once every node has seen it join (five seconds).
     await waitFor(
       async () =>
         (await Promise.all(list.map((n) => scrape(n.url)))).every(
@@ -59,7 +59,7 @@ describe('raw pub/sub ingest', () => {
         what: 'three members everywhere',
       },
     );
-    await sleep(3500);
+    await sleep(5500);
     const alice = await client(list[1]!.url, 'alice');
     const before = await Promise.all(list.map((n) => published(n.url)));
     const count = 300;
@@ -69,6 +69,13 @@ describe('raw pub/sub ingest', () => {
     await alice.waitForEvent('raw', count);
     await sleep(300);
     const got = alice.events('raw').map((e) => (e.data as { i: number }).i);
+    const twice = alice
+      .events('raw')
+      .filter(
+        (e, k, all) =>
+          all.findIndex((x) => (x.data as { i: number }).i === (e.data as { i: number }).i) !== k,
+      );
+    expect(twice.map((e) => ({ i: e.data, meta: e.meta }))).toEqual([]);
     expect(got.length).toBe(count);
     expect(new Set(got).size).toBe(count); // none twice
     const handled = (await Promise.all(list.map((n) => published(n.url)))).map((v, i) => v - before[i]!);
@@ -84,7 +91,7 @@ describe('raw pub/sub ingest', () => {
     const b = await startInProcess(env);
     cleanup.push(() => Promise.all([a.stop(), b.stop()]));
     const bob = await client(a.url, 'bob');
-    await sleep(3500); // b active
+    await sleep(5500); // b active
     await b.stop();
     // Published from the moment the close returned: a has taken b's share over (b left the set and kept
     // handling its share while a learnt it).
@@ -99,6 +106,39 @@ describe('raw pub/sub ingest', () => {
     ).catch(() => bob.events('after'));
     expect(events.length).toBe(200);
   });
+
+  it('absorbs a burst in its queue: none dropped, and the node stays active meanwhile', async () => {
+    const prefix = `ps${++prefixes}`;
+    const node = await startInProcess({
+      REDIS_URL: redis.url,
+      PUSHRELAY_PREFIX: prefix,
+      PUSHRELAY_RATE_LIMIT: '0',
+      PUSHRELAY_INGEST_MAX_INFLIGHT: '20000',
+    });
+    cleanup.push(() => node.stop());
+    await waitFor(() => node.relay.sources.pubsub!.membership.member, { what: 'the node to join' });
+    const count = 10_000;
+    // Thousands handled at once used to starve the node's own heartbeat: its view of the member set went
+    // stale and it dropped the rest of the burst as inactive.
+    const p = r.pipeline();
+    for (let i = 0; i < count; i++) {
+      p.publish(`${prefix}:publish`, JSON.stringify({ event: 'burst', users: [`b${i % 500}`], data: { i } }));
+    }
+    await p.exec();
+    const outcome = async () => {
+      const m = await scrape(node.url);
+      return {
+        published: m.value('pushrelay_ingest_messages_total', { source: 'redis', outcome: 'published' }),
+        dropped: m.value('pushrelay_ingest_messages_total', { source: 'redis', outcome: 'dropped' }),
+      };
+    };
+    await waitFor(async () => (await outcome()).published + (await outcome()).dropped >= count, {
+      timeoutMs: 60_000,
+      intervalMs: 250,
+      what: 'the burst handled',
+    });
+    expect(await outcome()).toEqual({ published: count, dropped: 0 });
+  }, 90_000);
 
   it('counts every malformed message but logs at most 5 lines per reason per 10 s (item 14)', async () => {
     const prefix = `ps${++prefixes}`;

@@ -15,21 +15,34 @@ import { crc32, rendezvous } from './hash.js';
 //   themselves above the other, which agreeing views never allow.
 // - A member that arrives could, while the others do not know it yet. So a
 //   joining node becomes active only ACTIVATION_DELAY_MS after it joined (by
-//   then every fresh node has read it), at a time written in Redis that
-//   every node switches at, clock offsets to Redis measured on each read.
+//   then every node with a fresh view has read it), at a time written in
+//   Redis that every node switches at, clock offsets to Redis measured on
+//   each read.
 // - Around each switch (a member's activation, a removal) every node takes a
 //   claim (SET NX) before handling a message, so skew between the nodes'
 //   clocks and event loops cannot make two of them handle it.
 // - A node whose view is older than FRESH_MS (Redis unreachable, event loop
-//   blocked) handles nothing: it may be missing a change.
+//   blocked) handles nothing: it may be missing a change. A node past its own
+//   expiry (its heartbeats did not get through) handles nothing either: the
+//   others have taken its share.
 
 export const HEARTBEAT_MS = 1000;
+/** Reads whose round trips are compared to estimate the Redis clock (one a second). */
+const OFFSET_SAMPLES = 30;
 /** A member that stops renewing is gone this long after its last heartbeat. */
 export const MEMBER_TTL_MS = 3000;
-/** A node joining a non-empty set starts handling its share this long after joining. */
-export const ACTIVATION_DELAY_MS = 3000;
-/** A view read longer ago than this is not trusted. */
-export const FRESH_MS = 2000;
+/**
+ * A view read longer ago than this is not trusted. Generous, because a node
+ * whose event loop is busy (a burst, a starved CPU) reads late; its own
+ * expiry, not this, is what stops a node the others gave up on.
+ */
+export const FRESH_MS = 4000;
+/**
+ * A node joining a non-empty set starts handling its share this long after
+ * joining: longer than FRESH_MS plus CLAIM_BEFORE_MS, so every node still
+ * handling messages has read the join before the claims around it begin.
+ */
+export const ACTIVATION_DELAY_MS = 5000;
 /** Claims are taken from this long before a scheduled activation... */
 export const CLAIM_BEFORE_MS = 1000;
 /** ...to this long after it, and this long after a member disappears. */
@@ -103,8 +116,12 @@ export type Verdict =
 
 export class IngestMembership {
   private members: Member[] = [];
-  /** Redis clock minus local clock, ms, as of the last read. */
+  /** Redis clock minus local clock, ms: from the recent read with the shortest round trip. */
   private offset = 0;
+  /** Half that round trip: how far `offset` may be off, ms. */
+  private uncertainty = 0;
+  /** Recent reads' round trips and offsets (ms); the shortest round trip is the most accurate. */
+  private samples: { rtt: number; offset: number }[] = [];
   /** Local ms of the last successful read. */
   private readAt = Number.NEGATIVE_INFINITY;
   /** Redis-clock ms until which every handled message is claimed first (a member disappeared). */
@@ -153,7 +170,7 @@ export class IngestMembership {
     );
     const received = this.now();
     this.joined = mode === 'beat';
-    this.adopt(reply, (sent + received) / 2, received);
+    this.adopt(reply, sent, received);
   }
 
   /**
@@ -177,18 +194,22 @@ export class IngestMembership {
     if (local - this.readAt > FRESH_MS) return 'inactive';
     if (this.leavingUntil !== undefined && local >= this.leavingUntil) return 'inactive';
     const s = local + this.offset;
+    // Claim windows widen by how far this node's Redis clock may be off, so
+    // two nodes' windows around one change always overlap the same messages.
+    const before = CLAIM_BEFORE_MS + this.uncertainty;
+    const after = CLAIM_AFTER_MS + this.uncertainty;
     let claim = s < this.claimUntil || this.leavingUntil !== undefined;
     const active: Member[] = [];
     for (const m of this.members) {
       if (m.expiry <= s) {
-        if (s - m.expiry < CLAIM_AFTER_MS) claim = true;
+        if (s - m.expiry < after) claim = true;
         continue;
       }
       if (m.activeFrom > s) {
-        if (m.activeFrom - s < CLAIM_BEFORE_MS) claim = true;
+        if (m.activeFrom - s < before) claim = true;
         continue;
       }
-      if (s - m.activeFrom < CLAIM_AFTER_MS) claim = true;
+      if (s - m.activeFrom < after) claim = true;
       active.push(m);
     }
     const owner = rendezvous(hash, active);
@@ -199,6 +220,19 @@ export class IngestMembership {
 
   private adopt(reply: string[], sentAt: number, receivedAt: number): void {
     const now = Number(reply[0]);
+    // The script ran somewhere between sending and receiving: the midpoint is
+    // off by at most half the round trip. Under load a round trip can take a
+    // second, so the recent read with the shortest one is trusted.
+    this.samples.push({ rtt: receivedAt - sentAt, offset: now - (sentAt + receivedAt) / 2 });
+    if (this.samples.length > OFFSET_SAMPLES) this.samples.shift();
+    const best = this.samples.reduce((a, b) => (b.rtt < a.rtt ? b : a));
+    this.offset = best.offset;
+    this.uncertainty = best.rtt / 2;
+    this.readAt = receivedAt;
+    this.adoptMembers(reply, now);
+  }
+
+  private adoptMembers(reply: string[], now: number): void {
     const next: Member[] = [];
     for (let i = 1; i + 2 < reply.length; i += 3) {
       const id = reply[i]!;
@@ -213,7 +247,5 @@ export class IngestMembership {
     // A member gone from the set (left, or expired) changes who owns what: claim for a while.
     if (this.members.some((m) => !next.some((n) => n.id === m.id))) this.claimUntil = now + CLAIM_AFTER_MS;
     this.members = next;
-    this.offset = now - sentAt;
-    this.readAt = receivedAt;
   }
 }

@@ -25,6 +25,8 @@ const RESUBSCRIBE_AFTER_MS = 5000;
 const CLAIM_TTL_MS = 10_000;
 /** How long stop() waits for messages being handled. */
 const STOP_WAIT_MS = 1000;
+/** Raw messages one node publishes at once; the rest wait in its queue. */
+const CONCURRENCY = 64;
 
 export interface PubSubRoute {
   /** Metrics label and idempotency scope. */
@@ -67,7 +69,13 @@ export class PubSubIngest {
   /** Another round was asked for while one was running. */
   private again = false;
   private stopped = false;
+  /** Messages queued or being handled. */
   private inflight = 0;
+  /** Messages being handled. */
+  private running = 0;
+  private queue: { bound: Bound; channel: string; payload: Buffer; claim: boolean }[] = [];
+  /** Index of the queue's first message (a FIFO without Array.shift's copying). */
+  private head = 0;
   private probeSeq = 0;
   private probeBackAt = Number.NEGATIVE_INFINITY;
   private subscribedAt = 0;
@@ -218,14 +226,41 @@ export class PubSubIngest {
         bound.route.source,
         'overloaded',
         { inflight: this.inflight },
-        'dropped a raw ingest message: PUSHRELAY_INGEST_MAX_INFLIGHT messages are being handled',
+        'dropped a raw ingest message: PUSHRELAY_INGEST_MAX_INFLIGHT messages are queued or being handled',
       );
       return;
     }
+    // Decided now (every node decides on receipt, with views that agree);
+    // handled as a slot frees up. A decision stays right however late the
+    // message is handled: the other nodes decided on receipt too.
     this.inflight++;
-    void this.handle(bound, channel, payload, verdict === 'claim').finally(() => {
-      this.inflight--;
-    });
+    this.queue.push({ bound, channel, payload, claim: verdict === 'claim' });
+    this.drainQueue();
+  }
+
+  /**
+   * Starts queued messages while fewer than CONCURRENCY are being handled. A
+   * burst is absorbed by the queue (bounded by PUSHRELAY_INGEST_MAX_INFLIGHT)
+   * rather than by thousands of publishes at once, which would starve the
+   * heartbeat and turn the node inactive (handling nothing) until it caught up.
+   */
+  private drainQueue(): void {
+    while (this.running < CONCURRENCY && this.head < this.queue.length) {
+      const next = this.queue[this.head++]!;
+      if (this.head === this.queue.length) {
+        this.queue = [];
+        this.head = 0;
+      } else if (this.head >= 1024 && this.head * 2 >= this.queue.length) {
+        this.queue = this.queue.slice(this.head);
+        this.head = 0;
+      }
+      this.running++;
+      void this.handle(next.bound, next.channel, next.payload, next.claim).finally(() => {
+        this.running--;
+        this.inflight--;
+        this.drainQueue();
+      });
+    }
   }
 
   private async handle(bound: Bound, channel: string, payload: Buffer, claim: boolean): Promise<void> {
