@@ -78,14 +78,22 @@ export async function startProcess(
   proc.stderr?.on('data', collect);
   const url = `http://127.0.0.1:${port}`;
   const exited = once(proc, 'exit').then(([code]) => code as number | null);
-  await waitFor(
-    async () => {
-      if (proc.exitCode !== null) throw new Error(`node exited with ${proc.exitCode}: ${output.join('\n')}`);
-      const res = await fetch(`${url}/${waitReady ? 'readyz' : 'healthz'}`);
-      return res.status === 200;
-    },
-    { what: `node ${id} on ${port}`, timeoutMs: 15_000 },
-  );
+  try {
+    await waitFor(
+      async () => {
+        if (proc.exitCode !== null)
+          throw new Error(`node exited with ${proc.exitCode}: ${output.join('\n')}`);
+        const res = await fetch(`${url}/${waitReady ? 'readyz' : 'healthz'}`);
+        return res.status === 200;
+      },
+      { what: `node ${id} on ${port}`, timeoutMs: 15_000 },
+    );
+  } catch (err) {
+    // Not left running: it would go on retrying its Redis port, and join whatever Redis a later
+    // test starts there (taking a share of its raw ingest and stream partitions).
+    proc.kill('SIGKILL');
+    throw err;
+  }
   return {
     url,
     port,
