@@ -339,10 +339,21 @@ describe('publishing through Redis under faults', () => {
         mustArrive.length -
         sentAt.filter((_, i) => !mustArrive.includes(i) && have.has(i)).length;
     }
+    // A message handled by two nodes arrives under two message ids; one delivered twice (a replay) under one.
+    const handledTwice = subs.reduce((n, s) => {
+      const ids = new Map<number, Set<string>>();
+      s.payloads.forEach((d, k) => {
+        const i = (d as { i: number }).i;
+        ids.set(i, (ids.get(i) ?? new Set()).add(s.sequence[k]!));
+      });
+      return n + [...ids.values()].filter((set) => set.size > 1).length;
+    }, 0);
     console.log('raw pub/sub through three SIGKILLs:', {
       published: sentAt.length,
       mustArrive: mustArrive.length,
       ...counts,
+      handledTwice,
+      deliveredTwice: tally(subs, []).duplicated,
     });
     expect({ lost: counts.lost, duplicated: counts.duplicated }).toEqual({ lost: 0, duplicated: 0 });
   });
