@@ -1,29 +1,45 @@
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 
-// bench/RESULTS.md is written by two scripts: `npm run bench` (the
-// comparison with plain Socket.IO) writes the whole file, `npm run
-// bench:scale` (1, 2 and 4 nodes) owns the part between these markers. Each
-// keeps the other's part.
+// bench/RESULTS.md is written by several scripts: `npm run bench` (the
+// comparison with plain Socket.IO) writes the whole file; `npm run
+// bench:scale` owns the parts between the markers of its sections (scale-out
+// of deliveries, `scale`; Redis ingest, `ingest`). Each keeps the others'.
+
+export const SECTIONS = ['scale', 'ingest'] as const;
+export type SectionName = (typeof SECTIONS)[number];
 
 export const SCALE_START = '<!-- scale:start -->';
 export const SCALE_END = '<!-- scale:end -->';
 
+const markers = (name: SectionName) => [`<!-- ${name}:start -->`, `<!-- ${name}:end -->`] as const;
+
+export function section(text: string, name: SectionName): string | undefined {
+  const [start, end] = markers(name);
+  const i = text.indexOf(start);
+  const j = text.indexOf(end);
+  return i === -1 || j < i ? undefined : text.slice(i, j + end.length);
+}
+
 export function scaleSection(text: string): string | undefined {
-  const i = text.indexOf(SCALE_START);
-  const j = text.indexOf(SCALE_END);
-  return i === -1 || j < i ? undefined : text.slice(i, j + SCALE_END.length);
+  return section(text, 'scale');
 }
 
-/** Writes the whole file but keeps the scale section already in it. */
+/** Writes the whole file but keeps the sections already in it. */
 export function writeKeepingScale(path: string, text: string): void {
-  const kept = existsSync(path) ? scaleSection(readFileSync(path, 'utf8')) : undefined;
-  writeFileSync(path, kept ? `${text.trimEnd()}\n\n${kept}\n` : text);
+  const old = existsSync(path) ? readFileSync(path, 'utf8') : '';
+  const kept = SECTIONS.map((name) => section(old, name)).filter((s): s is string => s !== undefined);
+  writeFileSync(path, kept.length > 0 ? `${text.trimEnd()}\n\n${kept.join('\n\n')}\n` : text);
 }
 
-/** Replaces (or appends) the scale section, leaving the rest of the file as it is. */
-export function writeScale(path: string, body: string): void {
-  const section = `${SCALE_START}\n${body.trim()}\n${SCALE_END}`;
+/** Replaces (or appends) one section, leaving the rest of the file as it is. */
+export function writeSection(path: string, name: SectionName, body: string): void {
+  const [start, end] = markers(name);
+  const fresh = `${start}\n${body.trim()}\n${end}`;
   const text = existsSync(path) ? readFileSync(path, 'utf8') : '';
-  const old = scaleSection(text);
-  writeFileSync(path, old ? text.replace(old, section) : `${text.trimEnd()}\n\n${section}\n`);
+  const old = section(text, name);
+  writeFileSync(path, old ? text.replace(old, fresh) : `${text.trimEnd()}\n\n${fresh}\n`);
+}
+
+export function writeScale(path: string, body: string): void {
+  writeSection(path, 'scale', body);
 }

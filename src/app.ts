@@ -23,9 +23,9 @@ import type { HttpApp } from './http/types.js';
 import { Ingest } from './ingest/ingest.js';
 import { listsMembers, USER_NAMESPACE } from './ingest/message.js';
 import { OfflineWebhook } from './ingest/offline-webhook.js';
-import { RedisIngest } from './ingest/redis-ingest.js';
 import { MemoryResultStore, RedisResultStore } from './ingest/results.js';
 import { compile } from './ingest/schema.js';
+import { type Sources, wireSources } from './ingest/sources/index.js';
 import { counterTotal, createMetrics, type Metrics } from './metrics/index.js';
 import { createPresence, type LocalMembership, presenceChannels } from './presence/index.js';
 import { watchSlowConsumers } from './realtime/backpressure.js';
@@ -44,6 +44,8 @@ export interface Relay {
   readonly io: RelayServer;
   readonly metrics: Metrics;
   readonly log: Logger;
+  /** Redis pub/sub, the ingest stream, ActionCable, AnyCable. */
+  readonly sources: Sources;
   /**
    * Stops admitting sockets, turns readiness to 503, and disconnects the
    * sockets in batches spread over PUSHRELAY_DRAIN_SECONDS, telling them to
@@ -58,6 +60,8 @@ interface RedisConnections {
   readonly command: Redis;
   readonly subscriber: Redis;
   readonly adapterSubscriber: Redis;
+  /** Raw ingest channels and patterns (every node receives every raw message). */
+  readonly ingestSubscriber: Redis;
 }
 
 /** Batches a drain is split into per second; small batches keep the next node's reconnect load even. */
@@ -100,9 +104,12 @@ export async function buildApp(config: Config, options: { logger?: Logger } = {}
       command: createRedis(config.redis, 'command', log),
       subscriber: createRedis(config.redis, 'subscriber', log),
       adapterSubscriber: createRedis(config.redis, 'adapter-sub', log),
+      ingestSubscriber: createRedis(config.redis, 'ingest', log),
     };
     countMessages(redis.subscriber, () => metrics.redisMessages.inc({ role: 'subscriber' }));
     countMessages(redis.adapterSubscriber, () => metrics.redisMessages.inc({ role: 'adapter' }));
+    const ingestMessages = metrics.redisMessages.labels({ role: 'ingest' });
+    countMessages(redis.ingestSubscriber, () => ingestMessages.inc());
   }
 
   let draining = false;
@@ -234,21 +241,6 @@ export async function buildApp(config: Config, options: { logger?: Logger } = {}
   attachRealtime(io, { config, hub, ingest, verify: createTokenVerifier(config), metrics, log });
   const stopWatchingConsumers = watchSlowConsumers(io, config.socketBufferBytes, metrics, log);
 
-  const redisIngest = redis
-    ? new RedisIngest(
-        redis.command,
-        redis.subscriber,
-        names,
-        config.nodeId,
-        ingest,
-        metrics,
-        log,
-        config.maxPayloadBytes,
-        config.maxJsonDepth,
-      )
-    : undefined;
-  await redisIngest?.start();
-
   registerBodyParsers(http, config.maxJsonDepth);
   registerErrorHandlers(http, metrics, config.maxPayloadBytes);
   registerPublisherAuth(http, config.keys, nonces);
@@ -286,6 +278,24 @@ export async function buildApp(config: Config, options: { logger?: Logger } = {}
   registerNodeRoutes(http, presence, { nodeId: config.nodeId, mode: config.mode });
   registerTailRoutes(http, config);
   registerAssetRoutes(http, { console: config.console });
+  const redisTarget = config.redis;
+  const sources = wireSources({
+    config,
+    http,
+    ingest,
+    metrics,
+    log,
+    names,
+    redis:
+      redis && redisTarget
+        ? {
+            command: redis.command,
+            subscriber: redis.ingestSubscriber,
+            connect: () => createRedis(redisTarget, 'stream', log),
+          }
+        : undefined,
+  });
+  await sources.start();
 
   metrics.probes.socketsByTransport = () => {
     const counts: Record<string, number> = { websocket: 0, polling: 0 };
@@ -301,6 +311,7 @@ export async function buildApp(config: Config, options: { logger?: Logger } = {}
       command: isReady(r.command),
       subscriber: isReady(r.subscriber),
       adapter: isReady(r.adapterSubscriber),
+      ingest: isReady(r.ingestSubscriber),
     });
   }
 
@@ -327,10 +338,13 @@ export async function buildApp(config: Config, options: { logger?: Logger } = {}
     io,
     metrics,
     log,
+    sources,
     drain() {
       drained ??= (async () => {
         draining = true;
         metrics.drainActive.set(1);
+        // Stream partitions and the raw ingest share go to the other nodes at once.
+        void sources.drain();
         const ms = config.drainSeconds * 1000;
         const sockets = [...nsp.sockets.values()];
         const total = sockets.length;
@@ -360,7 +374,7 @@ export async function buildApp(config: Config, options: { logger?: Logger } = {}
         hub.close();
         stopWatchingConsumers();
         webhook?.close();
-        await redisIngest?.stop();
+        await sources.stop();
         for (const socket of nsp.sockets.values()) socket.disconnect(true);
         io.engine.close();
         await http.close();
@@ -373,7 +387,7 @@ export async function buildApp(config: Config, options: { logger?: Logger } = {}
           // A subscriber connection that never reached Redis queues QUIT
           // forever: give it a moment, then cut it.
           await Promise.all(
-            [redis.command, redis.subscriber, redis.adapterSubscriber].map((c) =>
+            [redis.command, redis.subscriber, redis.adapterSubscriber, redis.ingestSubscriber].map((c) =>
               Promise.race([c.quit(), sleep(1000)])
                 .catch(() => {})
                 .finally(() => c.disconnect()),

@@ -98,6 +98,32 @@ export function loadConfig(env: Env): Config {
       'PUSHRELAY_OFFLINE_WEBHOOK_SECRET: required with PUSHRELAY_OFFLINE_WEBHOOK (the app verifies calls with it)',
     );
   }
+  if (s.actioncablePrefix !== undefined) {
+    if (!s.redis) problems.push('PUSHRELAY_ACTIONCABLE_PREFIX: needs REDIS_URL (Rails publishes on Redis)');
+    const ours = `${s.prefix}:`;
+    const theirs = `${s.actioncablePrefix}:`;
+    if (theirs.startsWith(ours) || ours.startsWith(theirs)) {
+      problems.push(
+        `PUSHRELAY_ACTIONCABLE_PREFIX: "${s.actioncablePrefix}" overlaps PUSHRELAY_PREFIX "${s.prefix}" (Rails' channels would mix with the relay's own); give cable.yml its own channel_prefix`,
+      );
+    }
+  }
+  if (s.anycable) {
+    if (s.anycableChannel.startsWith(`${s.prefix}:`)) {
+      problems.push(
+        `PUSHRELAY_ANYCABLE_CHANNEL: "${s.anycableChannel}" is inside PUSHRELAY_PREFIX "${s.prefix}:", the relay's own names`,
+      );
+    }
+    if (s.actioncablePrefix !== undefined && s.anycableChannel.startsWith(`${s.actioncablePrefix}:`)) {
+      problems.push(
+        'PUSHRELAY_ANYCABLE_CHANNEL: matches PUSHRELAY_ACTIONCABLE_PREFIX, so it would be taken twice',
+      );
+    }
+    if (production && s.anycableBroadcastKey !== undefined) {
+      const weak = weakSecret(s.anycableBroadcastKey);
+      if (weak) problems.push(`PUSHRELAY_ANYCABLE_BROADCAST_KEY: ${weak}`);
+    }
+  }
   if (production) {
     if (keys.length === 0)
       problems.push('PUSHRELAY_KEYS: required in production (no publisher could publish)');

@@ -527,6 +527,60 @@ export const schema = {
     64,
     65536,
   ),
+  ingestPartitions: int(
+    'PUSHRELAY_INGEST_PARTITIONS',
+    'partitions of the durable ingest stream (`XADD <prefix>:publish`): the most nodes its work spreads over; the first node to start fixes the count for the cluster',
+    16,
+    1,
+    1024,
+  ),
+  ingestMaxInflight: int(
+    'PUSHRELAY_INGEST_MAX_INFLIGHT',
+    'raw pub/sub ingest messages (`PUBLISH`, ActionCable, AnyCable) one node holds queued or being published (64 at a time); past it new ones are dropped and counted (`pushrelay_ingest_messages_total{outcome="dropped"}`); at most this many times `PUSHRELAY_MAX_PAYLOAD_BYTES` held',
+    1000,
+    1,
+    1_000_000,
+  ),
+  ingestDeadLetters: int(
+    'PUSHRELAY_INGEST_DEAD_LETTERS',
+    'dead letters kept in `<prefix>:publish:dead` (approximately; older ones are trimmed); 0 keeps none (they are still counted and logged)',
+    10_000,
+    0,
+    10_000_000,
+  ),
+  actioncablePrefix: variable(
+    'PUSHRELAY_ACTIONCABLE_PREFIX',
+    'the `channel_prefix` of a Rails app’s `cable.yml` (Redis adapter): its `ActionCable.server.broadcast(stream, message)` is delivered as event `message` on the channel named `<stream>`; unset means off',
+    '(unset)',
+    (raw): string | undefined => {
+      if (raw === undefined) return undefined;
+      if (!/^[\x21-\x7e]{1,100}$/.test(raw)) {
+        throw new InvalidValue(`must be 1-100 printable characters without spaces, got "${raw}"`);
+      }
+      return raw;
+    },
+  ),
+  anycable: variable(
+    'PUSHRELAY_ANYCABLE',
+    'accept AnyCable broadcasts (`on` or `off`): `PUBLISH` on and `XADD` to `PUSHRELAY_ANYCABLE_CHANNEL`, and `POST /_broadcast` when `PUSHRELAY_ANYCABLE_BROADCAST_KEY` is set',
+    'off',
+    (raw): boolean => {
+      if (raw === undefined || raw === 'off') return false;
+      if (raw === 'on') return true;
+      throw new InvalidValue(`must be on or off, got "${raw}"`);
+    },
+  ),
+  anycableChannel: text(
+    'PUSHRELAY_ANYCABLE_CHANNEL',
+    'AnyCable’s `redis_channel`: the pub/sub channel of its Redis adapter and the stream of its redisx adapter',
+    '__anycable__',
+    /^[\x21-\x7e]{1,100}$/,
+    'must be 1-100 printable characters without spaces',
+  ),
+  anycableBroadcastKey: optional(
+    'PUSHRELAY_ANYCABLE_BROADCAST_KEY',
+    'AnyCable’s `broadcast_key`: `POST /_broadcast` needs `Authorization: Bearer <it>`; unset, the route is not served',
+  ),
   console: variable(
     'PUSHRELAY_CONSOLE',
     'serve the web console at `/console` (`on` or `off`); its data needs a publisher key either way',

@@ -15,7 +15,34 @@ import {
 import type { ResultStore } from './results.js';
 import type { PublishBody } from './schema.js';
 
-export type PublishSource = 'http' | 'batch' | 'legacy' | 'redis' | 'socket';
+export type PublishSource =
+  | 'http'
+  | 'batch'
+  | 'legacy'
+  | 'socket'
+  /** `PUBLISH <prefix>:publish` (raw pub/sub). */
+  | 'redis'
+  /** `XADD <prefix>:publish` (the durable ingest stream). */
+  | 'stream'
+  | 'actioncable'
+  | 'anycable';
+
+/** How a source asks for a publish to be handled. */
+export interface PublishOptions {
+  /**
+   * Idempotency scope: an `id` is remembered per scope, so two sources (or
+   * two parts of one split publish) using the same id do not answer for
+   * each other.
+   */
+  readonly scope?: string;
+  /**
+   * Users whose presence decides `online` / `offline` and the offline
+   * fallback, instead of `users`. A source that splits one publish into parts
+   * (the ingest stream, per partition) gives the whole list to one part and
+   * an empty one to the others, so the offline fallback runs once per publish.
+   */
+  readonly audience?: readonly string[];
+}
 
 export interface PublishResult {
   /** The message id: the publisher's idempotency `id` when it sent one. */
@@ -38,6 +65,10 @@ interface Plan {
   readonly broadcast: boolean;
   readonly except: readonly string[];
   readonly data: string;
+  /** Users counted for online/offline (see PublishOptions.audience). */
+  readonly audience: readonly string[];
+  /** Key of this publish's answer in the result store (its id, in its scope). */
+  readonly resultKey: string | undefined;
 }
 
 export interface IngestDeps {
@@ -59,10 +90,14 @@ export interface IngestDeps {
 export class Ingest {
   constructor(private readonly deps: IngestDeps) {}
 
-  async publish(body: PublishBody, source: PublishSource): Promise<PublishResult> {
+  async publish(
+    body: PublishBody,
+    source: PublishSource,
+    options: PublishOptions = {},
+  ): Promise<PublishResult> {
     const started = performance.now();
     try {
-      const [result] = await this.executeMany([this.plan(body)], source);
+      const [result] = await this.executeMany([this.plan(body, options)], source);
       this.deps.metrics.publishDuration.observe({ source }, (performance.now() - started) / 1000);
       return result!;
     } catch (err) {
@@ -100,7 +135,7 @@ export class Ingest {
   }
 
   /** Checks a publish against the rules every source shares; throws the first problem. */
-  plan(body: PublishBody): Plan {
+  plan(body: PublishBody, options: PublishOptions = {}): Plan {
     assertEventName(body.event);
     const except = [...new Set(body.except_users ?? [])];
     for (const u of except) assertUserId(u);
@@ -116,23 +151,32 @@ export class Ingest {
     if (Buffer.byteLength(data) > this.deps.maxPayloadBytes) {
       throw new RelayError('payload_too_large', `data is larger than ${this.deps.maxPayloadBytes} bytes`);
     }
+    const targeted = users.filter((u) => !excluded.has(u));
+    for (const u of options.audience ?? []) assertUserId(u);
     return {
       body,
-      users: users.filter((u) => !excluded.has(u)),
+      users: targeted,
       channels,
       broadcast,
       except,
       data,
+      audience: options.audience ? [...new Set(options.audience)].filter((u) => !excluded.has(u)) : targeted,
+      resultKey:
+        body.id === undefined
+          ? undefined
+          : options.scope === undefined
+            ? body.id
+            : `${options.scope}/${body.id}`,
     };
   }
 
   /** Writes validated publishes: each answered from an earlier publish with its id, or appended and fanned out. */
   private async executeMany(plans: readonly Plan[], source: PublishSource): Promise<PublishResult[]> {
     const { broker, results, metrics } = this.deps;
-    const ids = plans.map((p) => p.body.id).filter((id): id is string => id !== undefined);
+    const ids = plans.map((p) => p.resultKey).filter((id): id is string => id !== undefined);
     const previous = ids.length > 0 ? await results.getMany(ids) : undefined;
     const out: (PublishResult | undefined)[] = plans.map((p) =>
-      p.body.id !== undefined ? previous?.get(p.body.id) : undefined,
+      p.resultKey !== undefined ? previous?.get(p.resultKey) : undefined,
     );
     const fresh = plans.flatMap((plan, index) => {
       if (out[index]) {
@@ -172,12 +216,12 @@ export class Ingest {
     });
     // The first answer stored for an id wins, so a repeat answers exactly what the first publish did.
     const keyed = fresh.flatMap((f, i) =>
-      f.plan.body.id !== undefined ? [[f.plan.body.id, made[i]!] as const] : [],
+      f.plan.resultKey !== undefined ? [[f.plan.resultKey, made[i]!] as const] : [],
     );
     const kept = keyed.length > 0 ? await results.putMany(keyed) : [];
     let k = 0;
     fresh.forEach((f, i) => {
-      out[f.index] = f.plan.body.id !== undefined ? kept[k++]! : made[i]!;
+      out[f.index] = f.plan.resultKey !== undefined ? kept[k++]! : made[i]!;
       metrics.publishes.inc({ source, outcome: 'ok' });
       const offline = online[i]!.offline;
       if (offline.length > 0) this.deps.onOffline?.(offline, f.publication);
@@ -194,7 +238,7 @@ export class Ingest {
     for (const p of plans) {
       if (p.broadcast) for (const u of p.except) wanted.add(userChannel(u));
       else {
-        for (const u of p.users) wanted.add(userChannel(u));
+        for (const u of p.audience) wanted.add(userChannel(u));
         for (const c of p.channels) wanted.add(c);
       }
     }
@@ -213,7 +257,7 @@ export class Ingest {
       const offline: string[] = [];
       let users = 0;
       let sockets = 0;
-      for (const u of p.users) {
+      for (const u of p.audience) {
         const n = count.get(userChannel(u)) ?? 0;
         sockets += n;
         if (n > 0) users++;

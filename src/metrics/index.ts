@@ -48,7 +48,7 @@ export function createMetrics() {
     }),
     publishes: new Counter({
       name: 'pushrelay_publish_messages_total',
-      help: 'Publishes handled by this node, by source (http, batch, legacy, redis, socket) and outcome (ok, duplicate or an error code)',
+      help: 'Publishes handled by this node, by source (http, batch, legacy, socket, redis, stream, actioncable, anycable) and outcome (ok, duplicate or an error code)',
       labelNames: ['source', 'outcome'] as const,
       registers: [registry],
     }),
@@ -119,7 +119,7 @@ export function createMetrics() {
     }),
     redisMessages: new Counter({
       name: 'pushrelay_redis_messages_received_total',
-      help: 'Pub/sub messages this node received from Redis, by connection role: deliveries and ingest (subscriber), Socket.IO adapter traffic (adapter). Grows with the traffic for this node’s own sockets, not with the number of nodes',
+      help: 'Pub/sub messages this node received from Redis, by connection role: deliveries (subscriber), Socket.IO adapter traffic (adapter), raw ingest channels and patterns (ingest: every node receives every raw message and handles its share). Deliveries and adapter traffic grow with the traffic for this node’s own sockets, not with the number of nodes',
       labelNames: ['role'] as const,
       registers: [registry],
     }),
@@ -131,8 +131,73 @@ export function createMetrics() {
     }),
     ingestMalformed: new Counter({
       name: 'pushrelay_ingest_malformed_total',
-      help: 'Messages on the Redis ingest channel that were refused, by error code',
-      labelNames: ['code'] as const,
+      help: 'Messages from a Redis source (raw pub/sub, the ingest stream, ActionCable, AnyCable) that were refused as malformed, by source and error code',
+      labelNames: ['source', 'code'] as const,
+      registers: [registry],
+    }),
+    ingestMessages: new Counter({
+      name: 'pushrelay_ingest_messages_total',
+      help: 'Messages this node took from a Redis or AnyCable source, by source and outcome: published (handed to the publish path; duplicates included), refused, ignored (AnyCable commands), not_owner (another node handles it), claimed_elsewhere (another node took it during a membership change), dropped (this node is not an active member, or PUSHRELAY_INGEST_MAX_INFLIGHT is reached), failed (the publish path failed; a stream entry is retried)',
+      labelNames: ['source', 'outcome'] as const,
+      registers: [registry],
+    }),
+    ingestDeadLetters: new Counter({
+      name: 'pushrelay_ingest_dead_letters_total',
+      help: 'Stream entries this node moved to the dead-letter stream (<prefix>:publish:dead), by source and reason',
+      labelNames: ['source', 'reason'] as const,
+      registers: [registry],
+    }),
+    ingestStreamLag: new Gauge({
+      name: 'pushrelay_ingest_stream_lag_seconds',
+      help: 'Age of the oldest entry not yet handled in each ingest stream this node works on (the main stream it routes, the partitions it owns); 0 when caught up',
+      labelNames: ['stream'] as const,
+      registers: [registry],
+    }),
+    ingestStreamPending: new Gauge({
+      name: 'pushrelay_ingest_stream_pending_entries',
+      help: 'Entries not yet acknowledged (read and in progress, or not yet read) in each ingest stream this node works on',
+      labelNames: ['stream'] as const,
+      registers: [registry],
+    }),
+    ingestTakeovers: new Counter({
+      name: 'pushrelay_ingest_takeovers_total',
+      help: 'Stream work this node took over: the router or a partition whose lease it acquired, by source and role (router, partition)',
+      labelNames: ['source', 'role'] as const,
+      registers: [registry],
+    }),
+    ingestClaimedEntries: new Counter({
+      name: 'pushrelay_ingest_stream_claimed_entries_total',
+      help: 'Stream entries another node had read but not acknowledged (it died or left) that this node claimed and handled, by source and role',
+      labelNames: ['source', 'role'] as const,
+      registers: [registry],
+    }),
+    ingestPartitionsOwned: new Gauge({
+      name: 'pushrelay_ingest_partitions_owned',
+      help: 'Ingest stream partitions this node owns, by source; across the cluster they add up to PUSHRELAY_INGEST_PARTITIONS per source',
+      labelNames: ['source'] as const,
+      registers: [registry],
+    }),
+    ingestRouter: new Gauge({
+      name: 'pushrelay_ingest_router_active',
+      help: '1 while this node routes an ingest stream into its partitions, by source (one node per source at a time)',
+      labelNames: ['source'] as const,
+      registers: [registry],
+    }),
+    ingestMembers: new Gauge({
+      name: 'pushrelay_ingest_members',
+      help: 'Live nodes sharing raw pub/sub ingest, as this node sees them (0 while this node is not one of them)',
+      registers: [registry],
+    }),
+    ingestIgnored: new Counter({
+      name: 'pushrelay_ingest_ignored_total',
+      help: 'Parts of source messages understood and deliberately not acted on, by source and reason (AnyCable: command, meta)',
+      labelNames: ['source', 'reason'] as const,
+      registers: [registry],
+    }),
+    ingestLogSuppressed: new Counter({
+      name: 'pushrelay_ingest_log_lines_suppressed_total',
+      help: 'Log lines about refused ingest messages left out by the rate limit (5 per 10 s per source and reason), by source',
+      labelNames: ['source'] as const,
       registers: [registry],
     }),
     rateLimited: new Counter({

@@ -5,7 +5,10 @@ import type { RedisTarget } from '../config/index.js';
 /** A connection to one Redis (possibly found through Sentinel) or to a whole Redis Cluster. */
 export type Redis = IORedis | Cluster;
 
-export type RedisRole = 'command' | 'subscriber' | 'adapter-pub' | 'adapter-sub';
+export type RedisRole = 'command' | 'subscriber' | 'adapter-pub' | 'adapter-sub' | 'ingest' | 'stream';
+
+/** Longest XREADGROUP BLOCK a 'stream' connection issues, in ms; its command timeout allows for it. */
+export const STREAM_BLOCK_MS = 1000;
 
 /**
  * One place creates every Redis connection, so each has an error listener
@@ -24,7 +27,10 @@ export type RedisRole = 'command' | 'subscriber' | 'adapter-pub' | 'adapter-sub'
  */
 export function createRedis(target: RedisTarget | URL, role: RedisRole, log: Logger): Redis {
   const t: RedisTarget = target instanceof URL ? { kind: 'single', url: target } : target;
-  const subscriber = role === 'subscriber' || role === 'adapter-sub';
+  // 'ingest' subscribes to the raw ingest channels (every node receives every
+  // raw message), apart from the delivery subscriptions, so a burst of raw
+  // ingest cannot push the delivery connection past Redis's output-buffer limit.
+  const subscriber = role === 'subscriber' || role === 'adapter-sub' || role === 'ingest';
   const options: RedisOptions = {
     connectionName: `pushrelay-${role}`,
     lazyConnect: false,
@@ -38,7 +44,8 @@ export function createRedis(target: RedisTarget | URL, role: RedisRole, log: Log
     autoResubscribe: true,
     autoResendUnfulfilledCommands: subscriber,
     maxRetriesPerRequest: subscriber ? null : 0,
-    commandTimeout: subscriber ? undefined : 5000,
+    // A 'stream' connection blocks in XREADGROUP for up to STREAM_BLOCK_MS.
+    commandTimeout: subscriber ? undefined : role === 'stream' ? STREAM_BLOCK_MS + 5000 : 5000,
     connectTimeout: 5000,
     // Reconnect quickly at first, then every half second; never give up. A
     // node whose subscription is back late must catch up from history, so
@@ -79,7 +86,8 @@ export function createRedis(target: RedisTarget | URL, role: RedisRole, log: Log
         },
         enableOfflineQueue: subscriber,
         enableReadyCheck: true,
-        shardedSubscribers: subscriber,
+        // Classic SUBSCRIBE (the raw ingest channels) is cluster-wide and goes to one node of it.
+        shardedSubscribers: subscriber && role !== 'ingest',
         clusterRetryStrategy: (times) => Math.min(100 * times, 1000),
         // A command may be retried on MOVED, ASK, TRYAGAIN and CLUSTERDOWN only:
         // none of them ran, so retrying cannot apply a publish twice.

@@ -27,10 +27,27 @@ export interface RedisNames {
   users(channel: string): string;
   /** Hash user id -> `user_info` JSON text, for members that have one; not kept for users' own channels. */
   userInfo(channel: string): string;
-  /** Pub/sub channel apps PUBLISH raw publish bodies on. */
+  /** Pub/sub channel apps PUBLISH raw publish bodies on, and the name of the durable ingest stream they XADD to. */
   readonly ingest: string;
-  /** Lease naming the node that handles the ingest channel. */
-  readonly ingestLeader: string;
+  /** Stream of ingest entries that could not be published (fields reason, entry, body). */
+  readonly ingestDead: string;
+  /** Sorted set node -> expiry (ms, Redis clock): nodes sharing raw pub/sub ingest. */
+  readonly ingestMembers: string;
+  /** Hash node -> time (ms, Redis clock) from which the node handles its share. */
+  readonly ingestActive: string;
+  /** Pub/sub channel telling the ingest members that one left, so they read the set again at once. */
+  readonly ingestMembersChanged: string;
+  /** Pub/sub channel a node sends itself a probe on, to know its ingest subscription works. */
+  ingestProbe(node: string): string;
+  /** Marker that one node took a raw message during a membership change. */
+  ingestClaim(digest: string): string;
+  /** The partition count every node uses (the first node's PUSHRELAY_INGEST_PARTITIONS). */
+  ingestPartitionCount(pipeline: string): string;
+  /** Lease (and its fencing counter) of the node routing a pipeline's stream into partitions. */
+  ingestRouterLease(pipeline: string): { readonly lease: string; readonly generation: string };
+  /** Partition stream k of a pipeline; its lease and counter share its hash tag. */
+  ingestPartition(pipeline: string, k: number): string;
+  ingestPartitionLease(pipeline: string, k: number): { readonly lease: string; readonly generation: string };
   /** First answer to a publish with this idempotency id. */
   result(id: string): string;
   /** Sorted set node id -> last heartbeat (ms). */
@@ -67,7 +84,22 @@ export function redisNames(prefix: string): RedisNames {
     users: (c) => `${prefix}:{${c}}:u`,
     userInfo: (c) => `${prefix}:{${c}}:ui`,
     ingest: `${prefix}:publish`,
-    ingestLeader: `${prefix}:ingest:leader`,
+    ingestDead: `${prefix}:publish:dead`,
+    ingestMembers: `${prefix}:{ingest}:members`,
+    ingestActive: `${prefix}:{ingest}:active`,
+    ingestMembersChanged: `${prefix}:ingest:members`,
+    ingestProbe: (node) => `${prefix}:ingest:probe:${node}`,
+    ingestClaim: (digest) => `${prefix}:ingest:claim:${digest}`,
+    ingestPartitionCount: (p) => `${prefix}:ingest:${p}:partitions`,
+    ingestRouterLease: (p) => ({
+      lease: `${prefix}:{ingest:${p}:router}:lease`,
+      generation: `${prefix}:{ingest:${p}:router}:generation`,
+    }),
+    ingestPartition: (p, k) => `${prefix}:{ingest:${p}:${k}}`,
+    ingestPartitionLease: (p, k) => ({
+      lease: `${prefix}:{ingest:${p}:${k}}:lease`,
+      generation: `${prefix}:{ingest:${p}:${k}}:generation`,
+    }),
     result: (id) => `${prefix}:result:${id}`,
     nodes: `${prefix}:nodes`,
     node: (id) => `${prefix}:node:${id}`,

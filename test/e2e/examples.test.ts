@@ -185,6 +185,72 @@ describe('the examples', () => {
     });
   });
 
+  it('the README’s Redis one-liners (redis-cli, Ruby redis gem, PHP phpredis) publish and XADD as documented', async () => {
+    // Run as the README shows them, pointed at this test's Redis; the stream example's id is made
+    // distinct per language (a repeat of one id is delivered once, by design). Python's redis-py is
+    // not installed on the test machines, so its lines are not run.
+    const readme = readFileSync(resolve(EXAMPLES, '../README.md'), 'utf8');
+    const section = readme.slice(
+      readme.indexOf('### Publishing through Redis'),
+      readme.indexOf('**Pub/sub.**'),
+    );
+    const block = (lang: string) => new RegExp(`\`\`\`${lang}\n([\\s\\S]*?)\`\`\``).exec(section)![1]!;
+    const alice = await connect('alice');
+    const runs: [string, () => Promise<unknown>][] = [
+      [
+        'bash',
+        () =>
+          run(
+            'bash',
+            [
+              '-c',
+              block('bash')
+                .replaceAll('redis-cli ', `redis-cli -p ${redis.port} `)
+                .replaceAll('bid-140', 'bid-140-bash'),
+            ],
+            {
+              env: { PATH: process.env.PATH },
+            },
+          ),
+      ],
+      [
+        'ruby',
+        () =>
+          run('ruby', ['-rredis', '-rjson', '-e', block('ruby').replaceAll('bid-140', 'bid-140-ruby')], {
+            env: { PATH: process.env.PATH, REDIS_URL: redis.url },
+          }),
+      ],
+      [
+        'php',
+        () =>
+          run(
+            'php',
+            [
+              '-r',
+              block('php')
+                .replace("'127.0.0.1', 6379", `'127.0.0.1', ${redis.port}`)
+                .replaceAll('bid-140', 'bid-140-php'),
+            ],
+            {
+              env: { PATH: process.env.PATH },
+            },
+          ),
+      ],
+    ];
+    for (const [lang, go] of runs) {
+      const before = alice.events('bid').length;
+      await go();
+      const got = (await alice.waitForEvent('bid', before + 2)).slice(before);
+      expect(
+        got.map((e) => e.data),
+        lang,
+      ).toEqual([{ amount: 140 }, { amount: 140 }]);
+      expect(got.every((e) => e.meta!.channel === 'user:alice')).toBe(true);
+      expect(got.map((e) => e.meta!.id)).toContain(`bid-140-${lang}`);
+    }
+    alice.close();
+  });
+
   it('redis-cli: examples/redis-cli/publish.sh runs as documented', async () => {
     const erin = await connect('erin');
     // The ingest lease is taken within a second of start; publish until a node holds it.

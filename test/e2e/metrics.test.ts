@@ -123,7 +123,7 @@ describe('/metrics', () => {
   });
 
   it('shows each Redis connection going down and coming back', async () => {
-    const roles = ['command', 'subscriber', 'adapter'];
+    const roles = ['command', 'subscriber', 'adapter', 'ingest'];
     const up = await scrape(node.url);
     for (const role of roles) expect(up.value('pushrelay_redis_connected', { role }), role).toBe(1);
     await redis.kill();

@@ -1,3 +1,4 @@
+import { Cluster } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { keySlot } from '../../src/redis/slots.js';
 import { connectClient } from '../helpers/clients.js';
@@ -158,6 +159,50 @@ describe('Redis Cluster of three masters', () => {
       ['user:alice', 'user:nobody', ...channels.slice(0, 3)].sort(),
     );
     alice.close();
+  });
+
+  it('consumes the XADD ingest stream: every entry once, in order, partitions spread over the masters', async () => {
+    const [a, b] = nodes as [RelayNode, RelayNode];
+    const urls = () => [a.url, b.url];
+    const subs = channels.map((c, i) => new RecoveringSubscriber(urls, `x${i}`, [c], i));
+    await Promise.all(subs.map((s) => s.connect()));
+    const producer = new Cluster(cluster.masters.map((m) => ({ host: '127.0.0.1', port: m.port })));
+    try {
+      const targets = (i: number) => (i % 10 === 0 ? channels.slice(0, 3) : [channels[i % 6]!]);
+      for (let i = 0; i < 300; i++) {
+        const body = { event: 'xadd', data: { i }, channels: targets(i) };
+        await producer.xadd(`${PREFIX}:publish`, '*', 'body', JSON.stringify(body));
+      }
+      await producer.xadd(`${PREFIX}:publish`, '*', 'body', '{not json');
+      const expected = (c: string) => [...Array(300).keys()].filter((i) => targets(i).includes(c));
+      await waitFor(() => subs.every((s, k) => s.payloads.length >= expected(channels[k]!).length), {
+        timeoutMs: 30_000,
+        what: 'every entry delivered',
+      });
+      await sleep(300);
+      subs.forEach((s, k) => {
+        expect(
+          s.payloads.map((d) => (d as { i: number }).i),
+          channels[k],
+        ).toEqual(expected(channels[k]!));
+      });
+      const dead = await waitFor(async () => {
+        const d = await producer.xrange(`${PREFIX}:publish:dead`, '-', '+');
+        return d.length > 0 ? d : undefined;
+      });
+      expect(dead[0]![1]).toEqual(expect.arrayContaining(['reason', 'invalid_json']));
+      // Partition streams (each with its lease) live on their own slots, over several masters.
+      const holders = new Set<number>();
+      for (let k = 0; k < 16; k++) {
+        const key = `${PREFIX}:{ingest:publish:${k}}`;
+        const owner = cluster.masterOf(keySlot(key));
+        if ((await owner.client().exists(key)) === 1) holders.add(owner.port);
+      }
+      expect(holders.size).toBeGreaterThanOrEqual(2);
+    } finally {
+      for (const s of subs) s.close();
+      producer.disconnect();
+    }
   });
 
   it('is unready and answers 503 when no seed node of REDIS_URL answers', async () => {

@@ -91,7 +91,8 @@ export async function startProcess(
       { what: `node ${id} on ${port}`, timeoutMs: 30_000 },
     );
   } catch (err) {
-    // The caller gets no handle to stop it: a node left running would outlive the test run.
+    // The caller gets no handle to stop it: a node left running would outlive the test run, go on
+    // retrying its Redis port and join whatever Redis a later test starts there.
     if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
     throw new Error(`${(err as Error).message}; its output:\n${output.slice(-20).join('\n')}`);
   }

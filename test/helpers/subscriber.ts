@@ -20,6 +20,8 @@ export class RecoveringSubscriber {
   readonly received = new Map<string, number>();
   /** Every received id, in arrival order. */
   readonly sequence: string[] = [];
+  /** The data of every received message, in arrival order (to spot a message published twice under two ids). */
+  readonly payloads: unknown[] = [];
   outOfOrder = 0;
   /** Channels whose recovery came back `recovered: false` (history did not reach back). */
   notRecovered = 0;
@@ -69,8 +71,9 @@ export class RecoveringSubscriber {
         forceNew: true,
       });
       this.socket = socket;
-      socket.onAny((event: string, _data: unknown, meta?: Position & { id: string; channel: string }) => {
+      socket.onAny((event: string, data: unknown, meta?: Position & { id: string; channel: string }) => {
         if (event.startsWith('pushrelay:') || !meta) return;
+        this.payloads.push(data);
         this.record(meta);
       });
       socket.once('pushrelay:connected', (e: ConnectedEvent) => {

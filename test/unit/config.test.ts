@@ -228,3 +228,58 @@ describe('configuration', () => {
     expect(Object.isFrozen(c)).toBe(true);
   });
 });
+
+describe('configuration of the Redis ingest sources', () => {
+  const redis = { REDIS_URL: 'redis://127.0.0.1:6379' };
+
+  it('reads the ingest, ActionCable and AnyCable settings', () => {
+    const c = loadConfig({
+      ...redis,
+      PUSHRELAY_INGEST_PARTITIONS: '32',
+      PUSHRELAY_ACTIONCABLE_PREFIX: 'shop_production',
+      PUSHRELAY_ANYCABLE: 'on',
+      PUSHRELAY_ANYCABLE_BROADCAST_KEY: 'k',
+    });
+    expect(c).toMatchObject({
+      ingestPartitions: 32,
+      ingestMaxInflight: 1000,
+      ingestDeadLetters: 10_000,
+      actioncablePrefix: 'shop_production',
+      anycable: true,
+      anycableChannel: '__anycable__',
+      anycableBroadcastKey: 'k',
+    });
+    expect(loadConfig({})).toMatchObject({ actioncablePrefix: undefined, anycable: false });
+  });
+
+  it('refuses an ActionCable prefix that overlaps the relay’s own, or without Redis', () => {
+    expect(problems({ ...redis, PUSHRELAY_ACTIONCABLE_PREFIX: 'pushrelay' })[0]).toMatch(
+      /^PUSHRELAY_ACTIONCABLE_PREFIX: "pushrelay" overlaps PUSHRELAY_PREFIX/,
+    );
+    expect(problems({ ...redis, PUSHRELAY_ACTIONCABLE_PREFIX: 'pushrelay:x' })[0]).toMatch(/overlaps/);
+    expect(problems({ ...redis, PUSHRELAY_PREFIX: 'app', PUSHRELAY_ACTIONCABLE_PREFIX: 'app' })[0]).toMatch(
+      /overlaps PUSHRELAY_PREFIX "app"/,
+    );
+    expect(problems({ PUSHRELAY_ACTIONCABLE_PREFIX: 'shop' })).toEqual([
+      'PUSHRELAY_ACTIONCABLE_PREFIX: needs REDIS_URL (Rails publishes on Redis)',
+    ]);
+    expect(problems({ ...redis, PUSHRELAY_ACTIONCABLE_PREFIX: 'has space' })[0]).toMatch(
+      /^PUSHRELAY_ACTIONCABLE_PREFIX: must be 1-100 printable characters/,
+    );
+  });
+
+  it('refuses bad AnyCable settings', () => {
+    expect(problems({ ...redis, PUSHRELAY_ANYCABLE: 'yes' })[0]).toBe(
+      'PUSHRELAY_ANYCABLE: must be on or off, got "yes"',
+    );
+    expect(
+      problems({ ...redis, PUSHRELAY_ANYCABLE: 'on', PUSHRELAY_ANYCABLE_CHANNEL: 'pushrelay:ac' })[0],
+    ).toMatch(/^PUSHRELAY_ANYCABLE_CHANNEL: "pushrelay:ac" is inside PUSHRELAY_PREFIX/);
+    expect(
+      problems({ ...production, PUSHRELAY_ANYCABLE: 'on', PUSHRELAY_ANYCABLE_BROADCAST_KEY: 'short' }),
+    ).toContain('PUSHRELAY_ANYCABLE_BROADCAST_KEY: is shorter than 32 characters');
+    expect(problems({ ...redis, PUSHRELAY_INGEST_PARTITIONS: '0' })[0]).toBe(
+      'PUSHRELAY_INGEST_PARTITIONS: must be between 1 and 1024, got 0',
+    );
+  });
+});
