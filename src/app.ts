@@ -106,11 +106,17 @@ export async function buildApp(config: Config, options: { logger?: Logger } = {}
 
   let redis: RedisConnections | undefined;
   if (config.redis) {
+    // A hung Redis is noticed within PUSHRELAY_REDIS_TIMEOUT_MS (and a
+    // publish fails at once after that); WAIT may block the command connection longer.
+    const limits = { timeoutMs: config.redisTimeoutMs };
     redis = {
-      command: createRedis(config.redis, 'command', log),
-      subscriber: createRedis(config.redis, 'subscriber', log),
-      adapterSubscriber: createRedis(config.redis, 'adapter-sub', log),
-      ingestSubscriber: createRedis(config.redis, 'ingest', log),
+      command: createRedis(config.redis, 'command', log, {
+        ...limits,
+        blockingMs: config.redisWaitReplicas > 0 ? config.redisWaitMs : 0,
+      }),
+      subscriber: createRedis(config.redis, 'subscriber', log, limits),
+      adapterSubscriber: createRedis(config.redis, 'adapter-sub', log, limits),
+      ingestSubscriber: createRedis(config.redis, 'ingest', log, limits),
     };
     countMessages(redis.subscriber, () => metrics.redisMessages.inc({ role: 'subscriber' }));
     countMessages(redis.adapterSubscriber, () => metrics.redisMessages.inc({ role: 'adapter' }));
@@ -119,6 +125,8 @@ export async function buildApp(config: Config, options: { logger?: Logger } = {}
   }
 
   let draining = false;
+  /** A socket could not be set up without Redis: answer it now rather than leave its handshake hanging. */
+  const redisDown = () => redis !== undefined && !(isReady(redis.command) && isReady(redis.subscriber));
   const handshakes = fullBucket(config.connectRate);
   const io: RelayServer = createSocketServer(
     http.server,
@@ -126,6 +134,7 @@ export async function buildApp(config: Config, options: { logger?: Logger } = {}
     (req) => {
       if (draining) return 'draining';
       if (!originAllowed(config, req.headers.origin)) return 'origin_not_allowed';
+      if (redisDown()) return 'unavailable';
       // Admission keeps a reconnect storm (a node drained or lost) from toppling the
       // survivors: refused handshakes are retried by socket.io-client with backoff.
       if (io.engine.clientsCount >= config.maxConnections) return 'over_capacity';
@@ -272,7 +281,7 @@ export async function buildApp(config: Config, options: { logger?: Logger } = {}
 
   const notReady = (): ErrorCode | undefined => {
     if (draining) return 'draining';
-    if (redis && !(isReady(redis.command) && isReady(redis.subscriber))) return 'unavailable';
+    if (redisDown()) return 'unavailable';
     return undefined;
   };
   registerPublishRoutes(http, ingest, config.maxJsonDepth);

@@ -513,6 +513,13 @@ export const schema = {
     1,
     60_000,
   ),
+  redisTimeoutMs: int(
+    'PUSHRELAY_REDIS_TIMEOUT_MS',
+    'a Redis that answers neither a command nor the PING sent every half second within this many ms counts as unavailable: `/readyz` 503, `pushrelay_redis_connected` 0, publishes 503 at once, new sockets refused (a hung Redis keeps its connections open)',
+    2000,
+    100,
+    60_000,
+  ),
   presenceTtl: int(
     'PUSHRELAY_PRESENCE_TTL_SECONDS',
     'a node that stops heartbeating stops counting in presence after this many seconds, and a live node then removes its sockets (their `pushrelay:leave` notices follow within a third of this)',

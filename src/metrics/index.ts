@@ -110,7 +110,7 @@ export function createMetrics() {
     }),
     redisConnected: new Gauge({
       name: 'pushrelay_redis_connected',
-      help: '1 when the Redis connection of this role is ready (cluster mode)',
+      help: '1 when the Redis connection of this role is ready and answering (cluster mode); 0 while it is down or has not answered within PUSHRELAY_REDIS_TIMEOUT_MS',
       labelNames: ['role'] as const,
       registers: [registry],
       collect() {
