@@ -35,7 +35,7 @@ import { disconnect, Hub, memberOf } from './realtime/hub.js';
 import { fullBucket, take } from './realtime/limits.js';
 import { attachRealtime, createSocketServer, originAllowed } from './realtime/server.js';
 import { createTokenVerifier } from './realtime/tokens.js';
-import { countMessages, createRedis, isReady, type Redis } from './redis/client.js';
+import { countMessages, createRedis, isReady, onReset, type Redis } from './redis/client.js';
 import { redisNames } from './redis/keys.js';
 
 export interface Relay {
@@ -118,6 +118,9 @@ export async function buildApp(config: Config, options: { logger?: Logger } = {}
       adapterSubscriber: createRedis(config.redis, 'adapter-sub', log, limits),
       ingestSubscriber: createRedis(config.redis, 'ingest', log, limits),
     };
+    onReset(redis.subscriber, () => metrics.redisSubscriberResets.inc({ role: 'subscriber' }));
+    onReset(redis.adapterSubscriber, () => metrics.redisSubscriberResets.inc({ role: 'adapter' }));
+    onReset(redis.ingestSubscriber, () => metrics.redisSubscriberResets.inc({ role: 'ingest' }));
     countMessages(redis.subscriber, () => metrics.redisMessages.inc({ role: 'subscriber' }));
     countMessages(redis.adapterSubscriber, () => metrics.redisMessages.inc({ role: 'adapter' }));
     const ingestMessages = metrics.redisMessages.labels({ role: 'ingest' });

@@ -117,6 +117,12 @@ export function createMetrics() {
         for (const [role, up] of Object.entries(probes.redisReady?.() ?? {})) this.set({ role }, up ? 1 : 0);
       },
     }),
+    redisSubscriberResets: new Counter({
+      name: 'pushrelay_redis_subscriber_resets_total',
+      help: 'Times a Redis pub/sub connection of this node went down while up (Redis closed it at its pub/sub output-buffer limit, CLIENT KILL, a restart), by role: deliveries (subscriber) are caught up from history once it is back; raw ingest pub/sub (ingest) and adapter traffic sent meanwhile are lost',
+      labelNames: ['role'] as const,
+      registers: [registry],
+    }),
     redisMessages: new Counter({
       name: 'pushrelay_redis_messages_received_total',
       help: 'Pub/sub messages this node received from Redis, by connection role: deliveries (subscriber), Socket.IO adapter traffic (adapter), raw ingest channels and patterns (ingest: every node receives every raw message and handles its share). Deliveries and adapter traffic grow with the traffic for this node’s own sockets, not with the number of nodes',

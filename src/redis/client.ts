@@ -136,6 +136,16 @@ export function createRedis(
     if (down) log.info({ role }, 'redis connection restored');
     down = false;
   });
+  if (subscriber) {
+    onReset(client, () =>
+      log.warn(
+        { role },
+        role === 'subscriber'
+          ? 'Redis closed the delivery subscriber connection (pub/sub output-buffer limit, CLIENT KILL, restart): resubscribing, and channels catch up from history'
+          : 'Redis closed a subscriber connection (pub/sub output-buffer limit, CLIENT KILL, restart): resubscribing; what was published on it meanwhile is lost',
+      ),
+    );
+  }
   // A 'stream' connection blocks in XREADGROUP, where a PING would wait its turn.
   if (limits.timeoutMs !== undefined && role !== 'stream' && !(subscriber && isCluster(client))) {
     watch(client, role, limits.timeoutMs + (limits.blockingMs ?? 0), !subscriber, log);
@@ -215,6 +225,24 @@ export function isReady(client: Redis): boolean {
 
 export function isCluster(client: Redis): client is Cluster {
   return client instanceof Cluster;
+}
+
+/**
+ * Calls `fn` once each time a connection that was up goes down (Redis closed
+ * it, or it broke), not on every failed reconnect attempt after. For a
+ * subscriber this is when pub/sub messages start being missed.
+ */
+export function onReset(client: Redis, fn: () => void): void {
+  let up = client.status === 'ready';
+  client.on('ready', () => {
+    up = true;
+  });
+  // 'reconnecting', not 'close': quitting at shutdown is no reset.
+  client.on('reconnecting', () => {
+    if (!up) return;
+    up = false;
+    fn();
+  });
 }
 
 /** Counts every pub/sub message a connection receives, whatever the channel or kind. */
