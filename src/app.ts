@@ -28,12 +28,12 @@ import { compile } from './ingest/schema.js';
 import { type Sources, wireSources } from './ingest/sources/index.js';
 import { counterTotal, createMetrics, type Metrics } from './metrics/index.js';
 import { createPresence, type LocalMembership, presenceChannels } from './presence/index.js';
+import { Admission } from './realtime/admission.js';
 import { watchSlowConsumers } from './realtime/backpressure.js';
 import { UserControl } from './realtime/control.js';
 import type { RelayServer } from './realtime/events.js';
 import { disconnect, Hub, memberOf } from './realtime/hub.js';
-import { fullBucket, take } from './realtime/limits.js';
-import { attachRealtime, createSocketServer, originAllowed } from './realtime/server.js';
+import { attachRealtime, createSocketServer } from './realtime/server.js';
 import { createTokenVerifier } from './realtime/tokens.js';
 import { countMessages, createRedis, isReady, onReset, type Redis } from './redis/client.js';
 import { redisNames } from './redis/keys.js';
@@ -130,25 +130,10 @@ export async function buildApp(config: Config, options: { logger?: Logger } = {}
   let draining = false;
   /** A socket could not be set up without Redis: answer it now rather than leave its handshake hanging. */
   const redisDown = () => redis !== undefined && !(isReady(redis.command) && isReady(redis.subscriber));
-  const handshakes = fullBucket(config.connectRate);
-  const io: RelayServer = createSocketServer(
-    http.server,
-    config,
-    (req) => {
-      if (draining) return 'draining';
-      if (!originAllowed(config, req.headers.origin)) return 'origin_not_allowed';
-      if (redisDown()) return 'unavailable';
-      // Admission keeps a reconnect storm (a node drained or lost) from toppling the
-      // survivors: refused handshakes are retried by socket.io-client with backoff.
-      if (io.engine.clientsCount >= config.maxConnections) return 'over_capacity';
-      if (!take(handshakes, config.connectRate, config.connectRate)) {
-        metrics.rateLimited.inc({ scope: 'connection' });
-        return 'rate_limited';
-      }
-      return undefined;
-    },
-    metrics,
-  );
+  // Slots go to authenticated sockets only; what a handshake may do before is bounded per address.
+  const admission = new Admission(() => io, config, metrics, { draining: () => draining, redisDown });
+  const io: RelayServer = createSocketServer(http.server, config, (req) => admission.handshake(req), metrics);
+  admission.watch(io);
   // Sharded pub/sub with a Redis channel per room ('dynamic'): a room's
   // broadcasts (presence notices) reach only the nodes with sockets in it, and
   // no node holds a pattern subscription that every publish is matched against.
@@ -256,7 +241,15 @@ export async function buildApp(config: Config, options: { logger?: Logger } = {}
   const hub = new Hub(io, broker, presence, metrics, log);
   hub.replayLimit = (channel) => Math.max(1, config.namespace(channel).historySize);
 
-  attachRealtime(io, { config, hub, ingest, verify: createTokenVerifier(config), metrics, log });
+  attachRealtime(io, {
+    config,
+    hub,
+    ingest,
+    verify: createTokenVerifier(config),
+    metrics,
+    log,
+    admit: (socket) => admission.socket(socket),
+  });
   const stopWatchingConsumers = watchSlowConsumers(io, config.socketBufferBytes, metrics, log);
 
   registerBodyParsers(http, config.maxJsonDepth);

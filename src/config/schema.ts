@@ -443,6 +443,20 @@ export const schema = {
     1,
     10_000_000,
   ),
+  preauthTimeoutMs: int(
+    'PUSHRELAY_PREAUTH_TIMEOUT_MS',
+    'how long a handshake may stay open without authenticating (Socket.IO `connectTimeout`); it holds no connection slot meanwhile',
+    5000,
+    500,
+    60_000,
+  ),
+  preauthPerAddress: int(
+    'PUSHRELAY_PREAUTH_PER_ADDRESS',
+    'handshakes one client address (per PUSHRELAY_TRUST_PROXY) may have open and not yet authenticated; past it its handshakes are refused `rate_limited`, without spending the handshake rate other clients need',
+    64,
+    1,
+    1_000_000,
+  ),
   connectRate: int(
     'PUSHRELAY_CONNECT_RATE',
     'new socket handshakes one node accepts per second (a reconnect storm is spread out, not absorbed at once)',

@@ -208,7 +208,7 @@ export function createMetrics() {
     }),
     rateLimited: new Counter({
       name: 'pushrelay_ratelimit_rejections_total',
-      help: 'Requests refused by a rate limit, by scope (publisher, socket, connection)',
+      help: 'Requests refused by a rate limit, by scope (publisher, socket, connection: the node handshake rate, address: unauthenticated handshakes of one client address)',
       labelNames: ['scope'] as const,
       registers: [registry],
     }),

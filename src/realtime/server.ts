@@ -33,6 +33,8 @@ export function createSocketServer(
     // Serves socket.io-client's browser bundle at /socket.io/socket.io.min.js, so a page needs no CDN.
     serveClient: true,
     maxHttpBufferSize: config.maxPayloadBytes,
+    // A handshake that does not authenticate in time is closed (it holds no slot meanwhile).
+    connectTimeout: config.preauthTimeoutMs,
     perMessageDeflate: false,
     // Credentialed, so a browser page on another origin sends the load balancer's affinity cookie
     // with each long-polling request (io(url, { withCredentials: true })). The relay itself reads
@@ -62,6 +64,8 @@ export interface RealtimeDeps {
   readonly verify: TokenVerifier;
   readonly metrics: Metrics;
   readonly log: Logger;
+  /** Whether an authenticated socket may take a connection slot; undefined admits it. */
+  readonly admit?: (socket: RelaySocket) => ErrorCode | undefined;
 }
 
 /** Handshake authentication, the connection's own channels, and one handler per client event. */
@@ -92,6 +96,13 @@ export function attachRealtime(io: RelayServer, deps: RealtimeDeps): void {
         socket.data.exp = claims.exp;
         socket.data.patterns = claims.patterns;
         if (claims.userInfo !== undefined) socket.data.userInfo = claims.userInfo;
+        const refused = deps.admit?.(socket);
+        if (refused !== undefined) {
+          metrics.socketConnects.inc({ outcome: refused });
+          const error = new Error(ERRORS[refused].message) as Error & { data: { code: ErrorCode } };
+          error.data = { code: refused };
+          return next(error);
+        }
         next();
       },
       (err: unknown) => {
