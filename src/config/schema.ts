@@ -453,7 +453,7 @@ export const schema = {
   preauthPerAddress: int(
     'PUSHRELAY_PREAUTH_PER_ADDRESS',
     'handshakes one client address (per PUSHRELAY_TRUST_PROXY) may have open and not yet authenticated; past it its handshakes are refused `rate_limited`, without spending the handshake rate other clients need',
-    64,
+    128,
     1,
     1_000_000,
   ),
