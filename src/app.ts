@@ -134,6 +134,7 @@ export async function buildApp(config: Config, options: { logger?: Logger } = {}
   const admission = new Admission(() => io, config, metrics, { draining: () => draining, redisDown });
   const io: RelayServer = createSocketServer(http.server, config, (req) => admission.handshake(req), metrics);
   admission.watch(io);
+  metrics.probes.pendingHandshakes = () => admission.pendingCount();
   // Sharded pub/sub with a Redis channel per room ('dynamic'): a room's
   // broadcasts (presence notices) reach only the nodes with sockets in it, and
   // no node holds a pattern subscription that every publish is matched against.

@@ -8,6 +8,7 @@ import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom
 export interface Probes {
   socketsByTransport?: () => Record<string, number>;
   redisReady?: () => Record<string, boolean>;
+  pendingHandshakes?: () => number;
 }
 
 export function createMetrics() {
@@ -26,6 +27,14 @@ export function createMetrics() {
       collect() {
         for (const [transport, n] of Object.entries(probes.socketsByTransport?.() ?? {}))
           this.set({ transport }, n);
+      },
+    }),
+    socketPendingHandshakes: new Gauge({
+      name: 'pushrelay_socket_pending_handshakes',
+      help: 'Engine connections open and not yet authenticated (they hold no connection slot; each closes after PUSHRELAY_PREAUTH_TIMEOUT_MS)',
+      registers: [registry],
+      collect() {
+        this.set(probes.pendingHandshakes?.() ?? 0);
       },
     }),
     socketConnects: new Counter({

@@ -52,6 +52,10 @@ describe('a flood of unauthenticated handshakes', () => {
     const flood = Array.from({ length: 200 }, flooder);
     await sleep(1000);
 
+    // The flood holds what one address may: no more, and no connection slot.
+    const during = await scrape(node.url);
+    expect(during.value('pushrelay_socket_pending_handshakes')).toBeGreaterThan(0);
+    expect(during.value('pushrelay_socket_pending_handshakes')).toBeLessThanOrEqual(128);
     for (let i = 0; i < 10; i++) legit.push(await connectClient(node.url, await token(`legit${i}`)));
     expect(legit.filter((c) => c.socket.connected)).toHaveLength(10);
 
@@ -67,6 +71,7 @@ describe('a flood of unauthenticated handshakes', () => {
     expect(metrics.value('pushrelay_ratelimit_rejections_total', { scope: 'connection' })).toBe(0);
     await sleep(100);
     expect(legit.every((c) => c.socket.connected)).toBe(true);
+    expect((await scrape(node.url)).value('pushrelay_socket_pending_handshakes')).toBe(0);
   }, 60_000);
 
   it('gives the last slots to the first handshakes to authenticate, and refuses the rest with a reason', async () => {
