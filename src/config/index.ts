@@ -93,6 +93,11 @@ export function loadConfig(env: Env): Config {
       'PUSHRELAY_JWT_SECRET, PUSHRELAY_JWT_PUBLIC_KEY, PUSHRELAY_JWKS_URL: set exactly one way to verify client tokens',
     );
   }
+  if (s.headersTimeoutMs > s.requestTimeoutMs) {
+    problems.push(
+      `PUSHRELAY_HEADERS_TIMEOUT_MS: ${s.headersTimeoutMs} is more than PUSHRELAY_REQUEST_TIMEOUT_MS (${s.requestTimeoutMs}); the headers are part of the request`,
+    );
+  }
   if (s.offlineWebhook !== undefined && s.offlineWebhookSecret === undefined) {
     problems.push(
       'PUSHRELAY_OFFLINE_WEBHOOK_SECRET: required with PUSHRELAY_OFFLINE_WEBHOOK (the app verifies calls with it)',

@@ -462,6 +462,27 @@ export const schema = {
     1024,
     16 * 1024 * 1024,
   ),
+  requestTimeoutMs: int(
+    'PUSHRELAY_REQUEST_TIMEOUT_MS',
+    'a request’s headers and body must arrive within this many milliseconds, else 408 and the connection closes (slow clients cannot hold sockets open); WebSockets and long-polls are not affected',
+    15_000,
+    1000,
+    600_000,
+  ),
+  headersTimeoutMs: int(
+    'PUSHRELAY_HEADERS_TIMEOUT_MS',
+    'a request’s line and headers must arrive within this many milliseconds (at most `PUSHRELAY_REQUEST_TIMEOUT_MS`)',
+    10_000,
+    1000,
+    600_000,
+  ),
+  keepAliveTimeoutMs: int(
+    'PUSHRELAY_KEEP_ALIVE_TIMEOUT_MS',
+    'an idle keep-alive HTTP connection is closed after this many milliseconds (keep it above your load balancer’s idle timeout)',
+    72_000,
+    1000,
+    3_600_000,
+  ),
   maxJsonDepth: int(
     'PUSHRELAY_MAX_JSON_DEPTH',
     'deepest nesting accepted in a JSON body or message',
