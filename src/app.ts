@@ -19,6 +19,7 @@ import { MemoryNonceStore, RedisNonceStore } from './http/nonces.js';
 import { registerPresenceRoutes } from './http/presence.js';
 import { registerPublishRoutes } from './http/publish.js';
 import { registerTailRoutes } from './http/tail.js';
+import { applyServerTimeouts, clientErrorHandler } from './http/timeouts.js';
 import type { HttpApp } from './http/types.js';
 import { Ingest } from './ingest/ingest.js';
 import { listsMembers, USER_NAMESPACE } from './ingest/message.js';
@@ -87,6 +88,10 @@ export async function buildApp(config: Config, options: { logger?: Logger } = {}
     // period: whatever is still open then is closed, so shutdown cannot hang.
     forceCloseConnections: true,
     routerOptions: { maxParamLength: 512 },
+    // Set on the server again below (applyServerTimeouts); given here so Fastify does not reset them to 0.
+    requestTimeout: config.requestTimeoutMs,
+    keepAliveTimeout: config.keepAliveTimeoutMs,
+    clientErrorHandler: clientErrorHandler(metrics),
     // Only addresses the operator trusts may claim a client address in X-Forwarded-For.
     trustProxy:
       typeof config.trustProxy === 'number'
@@ -97,6 +102,7 @@ export async function buildApp(config: Config, options: { logger?: Logger } = {}
         : config.trustProxy,
   }).withTypeProvider<TypeBoxTypeProvider>() as unknown as HttpApp;
   http.setValidatorCompiler(({ schema }) => compile(schema));
+  applyServerTimeouts(http.server, config);
 
   let redis: RedisConnections | undefined;
   if (config.redis) {

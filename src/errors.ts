@@ -11,6 +11,11 @@ export interface ErrorDefinition {
 
 export const ERRORS = {
   bad_request: { status: 400, message: 'the request is malformed' },
+  request_timeout: {
+    status: 408,
+    message: 'the request did not arrive in time (PUSHRELAY_REQUEST_TIMEOUT_MS); the connection is closed',
+  },
+  headers_too_large: { status: 431, message: 'the request headers are too large' },
   invalid_json: { status: 400, message: 'the body is not valid JSON' },
   invalid_encoding: { status: 400, message: 'the body is not valid UTF-8' },
   invalid_body: { status: 400, message: 'the body does not match the schema' },

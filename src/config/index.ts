@@ -13,7 +13,7 @@ import {
 } from './schema.js';
 
 export type { Env, NamespaceOptions, PublisherKey, RedisAddress, RedisTarget, Scope } from './schema.js';
-export { schema } from './schema.js';
+export { redactUrl, redactUrls, schema } from './schema.js';
 
 export interface Config extends Settings {
   /** REDIS_URL when it names one Redis server (redis: or rediss:). */
@@ -93,6 +93,11 @@ export function loadConfig(env: Env): Config {
       'PUSHRELAY_JWT_SECRET, PUSHRELAY_JWT_PUBLIC_KEY, PUSHRELAY_JWKS_URL: set exactly one way to verify client tokens',
     );
   }
+  if (s.headersTimeoutMs > s.requestTimeoutMs) {
+    problems.push(
+      `PUSHRELAY_HEADERS_TIMEOUT_MS: ${s.headersTimeoutMs} is more than PUSHRELAY_REQUEST_TIMEOUT_MS (${s.requestTimeoutMs}); the headers are part of the request`,
+    );
+  }
   if (s.offlineWebhook !== undefined && s.offlineWebhookSecret === undefined) {
     problems.push(
       'PUSHRELAY_OFFLINE_WEBHOOK_SECRET: required with PUSHRELAY_OFFLINE_WEBHOOK (the app verifies calls with it)',
@@ -128,11 +133,9 @@ export function loadConfig(env: Env): Config {
     if (keys.length === 0)
       problems.push('PUSHRELAY_KEYS: required in production (no publisher could publish)');
     for (const k of keys) {
-      if (k.secret.length < PRODUCTION_MIN_SECRET) {
-        problems.push(
-          `PUSHRELAY_KEYS: the secret of key "${k.name}" is shorter than ${PRODUCTION_MIN_SECRET} characters`,
-        );
-      }
+      // The same check as every other secret: the compose placeholder or 40 × "a" must not start.
+      const weak = weakSecret(k.secret);
+      if (weak) problems.push(`PUSHRELAY_KEYS: the secret of key "${k.name}" ${weak}`);
     }
     if (tokenVerifiers === 0) {
       problems.push(

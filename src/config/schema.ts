@@ -62,10 +62,14 @@ function url(env: string, doc: string, protocols: readonly string[]) {
     try {
       parsed = new URL(raw);
     } catch {
-      throw new InvalidValue(`must be a URL (${protocols.join(' or ')}), got "${raw}"`);
+      throw new InvalidValue(`must be a URL (${protocols.join(' or ')}), got "${redactUrl(raw)}"`);
     }
     if (!protocols.includes(parsed.protocol)) {
       throw new InvalidValue(`must use ${protocols.join(' or ')}, got "${parsed.protocol}"`);
+    }
+    if (parsed.username !== '' || parsed.password !== '') {
+      // fetch() refuses such a URL, and its error would print the password in every log line.
+      throw new InvalidValue(`must not carry credentials (user:password@), got "${redactUrl(raw)}"`);
     }
     return parsed;
   });
@@ -117,6 +121,23 @@ export function parseTrustProxy(raw: string | undefined): TrustProxy {
   return list;
 }
 
+/**
+ * A URL as it may be shown in an error or a log line: user information
+ * (`user:password@`, up to the last `@`, as a malformed URL may hold more than
+ * one) and `password`-like query values become `***`. Works on text that is not
+ * a valid URL, which is exactly when it gets printed.
+ */
+export function redactUrl(raw: string): string {
+  return raw
+    .replace(/^([a-z][a-z0-9+.-]*:\/\/)?[\s\S]*@/i, (_m, scheme: string | undefined) => `${scheme ?? ''}***@`)
+    .replace(/([?&][^=&#]*(?:password|secret|token|key)[^=&#]*=)[^&#]*/gi, '$1***');
+}
+
+/** Every URL's user information in free text (an error's message or stack) as `***`. */
+export function redactUrls(text: string): string {
+  return text.replace(/\b([a-z][a-z0-9+.-]*:\/\/)[^\s/?#"'`]*@/gi, '$1***@');
+}
+
 // ---------------------------------------------------------------------------
 // Composite values
 
@@ -156,12 +177,12 @@ export function parseRedisUrl(raw: string | undefined): RedisTarget | undefined 
     try {
       parsed = new URL(raw);
     } catch {
-      throw new InvalidValue(`must be a URL (${REDIS_SCHEMES}), got "${raw}"`);
+      throw new InvalidValue(`must be a URL (${REDIS_SCHEMES}), got "${redactUrl(raw)}"`);
     }
     return { kind: 'single', url: parsed };
   }
   if (scheme !== 'redis+sentinel' && scheme !== 'redis+cluster') {
-    const shown = scheme ?? raw.split(':')[0] ?? raw;
+    const shown = scheme ?? redactUrl(raw.split(':')[0] ?? raw);
     throw new InvalidValue(`must use ${REDIS_SCHEMES}, got "${shown}:"`);
   }
   let rest = raw.slice(scheme.length + 3);
@@ -172,19 +193,30 @@ export function parseRedisUrl(raw: string | undefined): RedisTarget | undefined 
     rest = rest.slice(0, q);
   }
   const at = rest.lastIndexOf('@');
+  if (at === -1 && raw.includes('@')) {
+    // An unencoded ? or # in the password: what follows would be read as hosts and echoed.
+    throw new InvalidValue(
+      `${scheme}: percent-encode @ : / ? # in the user name and password, got "${redactUrl(raw)}"`,
+    );
+  }
   const auth: { username?: string; password?: string } = {};
   if (at !== -1) {
     const userinfo = rest.slice(0, at);
     rest = rest.slice(at + 1);
     const colon = userinfo.indexOf(':');
-    const user = decodeURIComponent(colon === -1 ? userinfo : userinfo.slice(0, colon));
-    const password = colon === -1 ? '' : decodeURIComponent(userinfo.slice(colon + 1));
+    const user = decode(
+      colon === -1 ? userinfo : userinfo.slice(0, colon),
+      scheme,
+      'the user name or password',
+    );
+    const password =
+      colon === -1 ? '' : decode(userinfo.slice(colon + 1), scheme, 'the user name or password');
     if (user !== '') auth.username = user;
     if (password !== '') auth.password = password;
   }
   const slash = rest.indexOf('/');
   const hostList = slash === -1 ? rest : rest.slice(0, slash);
-  const path = slash === -1 ? '' : decodeURIComponent(rest.slice(slash + 1));
+  const path = slash === -1 ? '' : decode(rest.slice(slash + 1), scheme, 'the master name');
   const addresses = hostList.split(',').map((h) => parseAddress(h.trim(), scheme));
   const params = new URLSearchParams(query);
   if (scheme === 'redis+cluster') {
@@ -212,6 +244,14 @@ export function parseRedisUrl(raw: string | undefined): RedisTarget | undefined 
     ...auth,
     ...(sentinelPassword ? { sentinelPassword } : {}),
   };
+}
+
+function decode(part: string, scheme: string, what: string): string {
+  try {
+    return decodeURIComponent(part);
+  } catch {
+    throw new InvalidValue(`${scheme}: ${what} has a malformed %-escape`);
+  }
 }
 
 function parseAddress(text: string, scheme: string): RedisAddress {
@@ -347,10 +387,11 @@ export const schema = {
     '(unset)',
     parseRedisUrl,
   ),
-  nodeEnv: text(
+  nodeEnv: oneOf(
     'NODE_ENV',
-    '`production` refuses insecure settings; anything else is development',
+    '`production` refuses insecure settings; `development` and `test` generate missing secrets (any other value is refused, so a typo cannot run development mode)',
     'development',
+    ['production', 'development', 'test'],
   ),
   logLevel: oneOf('LOG_LEVEL', 'pino log level', 'info', [
     'fatal',
@@ -420,6 +461,27 @@ export const schema = {
     65536,
     1024,
     16 * 1024 * 1024,
+  ),
+  requestTimeoutMs: int(
+    'PUSHRELAY_REQUEST_TIMEOUT_MS',
+    'a request’s headers and body must arrive within this many milliseconds, else 408 and the connection closes (slow clients cannot hold sockets open); WebSockets and long-polls are not affected',
+    15_000,
+    1000,
+    600_000,
+  ),
+  headersTimeoutMs: int(
+    'PUSHRELAY_HEADERS_TIMEOUT_MS',
+    'a request’s line and headers must arrive within this many milliseconds (at most `PUSHRELAY_REQUEST_TIMEOUT_MS`)',
+    10_000,
+    1000,
+    600_000,
+  ),
+  keepAliveTimeoutMs: int(
+    'PUSHRELAY_KEEP_ALIVE_TIMEOUT_MS',
+    'an idle keep-alive HTTP connection is closed after this many milliseconds (keep it above your load balancer’s idle timeout)',
+    72_000,
+    1000,
+    3_600_000,
   ),
   maxJsonDepth: int(
     'PUSHRELAY_MAX_JSON_DEPTH',
