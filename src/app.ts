@@ -67,6 +67,12 @@ interface RedisConnections {
 
 /** Batches a drain is split into per second; small batches keep the next node's reconnect load even. */
 const DRAIN_BATCHES_PER_SECOND = 10;
+/**
+ * A drain with no sockets left ends once HTTP has been idle this long (ms):
+ * long enough to tell a publisher between two requests from one that moved
+ * to another node, far shorter than a drain period.
+ */
+const DRAIN_HTTP_QUIET_MS = 1000;
 
 /**
  * Builds a relay node from its configuration: Fastify and Socket.IO on one
@@ -335,6 +341,20 @@ export async function buildApp(config: Config, options: { logger?: Logger } = {}
   }
   log.info({ mode: config.mode, node: config.nodeId }, `pushrelay ${config.mode} node built`);
 
+  // HTTP requests in flight and when the last one ended, so a drain with no
+  // sockets ends once publishers stopped coming rather than after the whole period.
+  let httpInFlight = 0;
+  let httpLastEnded = Date.now();
+  http.server.on('request', (_req, res) => {
+    httpInFlight++;
+    res.once('close', () => {
+      httpInFlight--;
+      httpLastEnded = Date.now();
+    });
+  });
+  const idle = () =>
+    io.engine.clientsCount === 0 && httpInFlight === 0 && Date.now() - httpLastEnded >= DRAIN_HTTP_QUIET_MS;
+
   let drained: Promise<void> | undefined;
   let closed: Promise<void> | undefined;
 
@@ -358,7 +378,8 @@ export async function buildApp(config: Config, options: { logger?: Logger } = {}
         log.info({ sockets: sockets.length, seconds: config.drainSeconds }, 'draining');
         metrics.drainRemaining.set(sockets.length);
         const started = Date.now();
-        for (let i = 0; i < rounds && sockets.length > 0; i++) {
+        // Sockets that all left by themselves leave nothing to spread out.
+        for (let i = 0; i < rounds && sockets.length > 0 && io.engine.clientsCount > 0; i++) {
           // Cumulative quota, so a few sockets are spread over the whole period rather than its first rounds.
           const due = Math.ceil((total * (i + 1)) / rounds) - (total - sockets.length);
           for (const socket of sockets.splice(0, due)) if (socket.connected) disconnect(socket, 'draining');
@@ -368,9 +389,10 @@ export async function buildApp(config: Config, options: { logger?: Logger } = {}
         }
         for (const socket of sockets) if (socket.connected) disconnect(socket, 'draining');
         metrics.drainRemaining.set(0);
-        // Publishers are still being routed here until the balancer sees /readyz fail; keep serving them.
-        await sleep(Math.max(0, started + ms - Date.now()));
-        log.info('drained');
+        // Publishers are still being routed here until the balancer sees /readyz
+        // fail; keep serving them, but a node nobody uses any more stops now.
+        while (Date.now() < started + ms && !idle()) await sleep(Math.min(100, started + ms - Date.now()));
+        log.info({ seconds: (Date.now() - started) / 1000 }, 'drained');
       })();
       return drained;
     },

@@ -33,6 +33,12 @@ interface ChannelState {
   filling: Promise<void> | undefined;
   /** Recoveries reading history right now; live deliveries wait in `pending` meanwhile. */
   holds: number;
+  /**
+   * attach() calls in flight. A channel is given up only when it has neither
+   * a room nor one of these: a socket that leaves mid-subscribe never makes a
+   * room, so its channel would otherwise stay subscribed for good.
+   */
+  attaching: number;
   linger: NodeJS.Timeout | undefined;
 }
 
@@ -91,7 +97,24 @@ export class Hub {
     /** Who the socket is in this channel, when not its token's user and `user_info` (Laravel Echo's `channel_data`). */
     member?: Member,
   ): Promise<ChannelAnswer> {
-    const state = await this.ensure(channel);
+    // Counted before the first await; every way out of here (answer,
+    // disconnected socket, error) gives the count back.
+    const state = this.acquire(channel);
+    try {
+      return await this.attachTo(state, socket, since, member);
+    } finally {
+      this.release(state);
+    }
+  }
+
+  private async attachTo(
+    state: ChannelState,
+    socket: RelaySocket,
+    since: { offset: number; epoch: string } | undefined,
+    member: Member | undefined,
+  ): Promise<ChannelAnswer> {
+    const channel = state.name;
+    await state.ready;
     if (socket.rooms.has(channel) || socket.disconnected) {
       return { offset: state.delivered, epoch: state.epoch, recovered: since !== undefined };
     }
@@ -226,14 +249,15 @@ export class Hub {
 
   // -------------------------------------------------------------------------
 
-  private async ensure(channel: string): Promise<ChannelState> {
+  /** The channel's state, created (and subscribed) if need be, with one more attach counted on it. */
+  private acquire(channel: string): ChannelState {
     const existing = this.channels.get(channel);
     if (existing) {
+      existing.attaching++;
       if (existing.linger) {
         clearTimeout(existing.linger);
         existing.linger = undefined;
       }
-      await existing.ready;
       return existing;
     }
     const state: ChannelState = {
@@ -246,6 +270,7 @@ export class Hub {
       pending: [],
       filling: undefined,
       holds: 0,
+      attaching: 1,
       linger: undefined,
     };
     state.ready = (async () => {
@@ -256,14 +281,12 @@ export class Hub {
       state.isReady = true;
       this.drain(state);
     })();
-    this.channels.set(channel, state);
-    try {
-      await state.ready;
-    } catch (err) {
+    // A channel that could not be set up is forgotten, so the next attach tries afresh.
+    state.ready.catch(() => {
       if (this.channels.get(channel) === state) this.channels.delete(channel);
       void this.broker.unsubscribe(channel).catch(() => {});
-      throw err;
-    }
+    });
+    this.channels.set(channel, state);
     return state;
   }
 
@@ -401,13 +424,21 @@ export class Hub {
     }
   }
 
+  /** An attach() ended: if it left no room behind (the socket went away meanwhile), the channel may go. */
+  private release(state: ChannelState): void {
+    state.attaching--;
+    if (state.attaching > 0 || this.channels.get(state.name) !== state) return;
+    if (!this.io.of('/').adapter.rooms.has(state.name)) this.scheduleUnsubscribe(state.name);
+  }
+
   private scheduleUnsubscribe(room: string): void {
     const state = this.channels.get(room);
-    if (state === undefined) return;
+    if (state === undefined || this.closed) return;
     if (state.linger) clearTimeout(state.linger);
     state.linger = setTimeout(() => {
       state.linger = undefined;
-      if (this.io.of('/').adapter.rooms.has(room) || this.channels.get(room) !== state) return;
+      if (this.io.of('/').adapter.rooms.has(room) || this.channels.get(room) !== state || state.attaching > 0)
+        return;
       this.channels.delete(room);
       void this.broker.unsubscribe(room).catch(() => {});
     }, LINGER_MS);
