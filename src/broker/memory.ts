@@ -126,7 +126,12 @@ export class MemoryBroker implements Broker {
   async idsAt(positions: readonly { channel: string; offset: number }[]): Promise<(string | undefined)[]> {
     return positions.map(({ channel, offset }) => {
       const e = this.channels.get(channel)?.entries.find((x) => x.offset === offset);
-      return e ? decodePublication(e.text).id : undefined;
+      if (!e) return undefined;
+      try {
+        return decodePublication(e.text).id;
+      } catch {
+        return undefined;
+      }
     });
   }
 

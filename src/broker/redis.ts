@@ -5,12 +5,14 @@ import {
   type Delivery,
   decodePublication,
   encodePublication,
+  malformedReason,
   type Position,
   type Publication,
 } from '../ingest/message.js';
 import { isCluster, type Redis } from '../redis/client.js';
 import type { RedisNames } from '../redis/keys.js';
 import { bySlot, runBatch } from '../redis/slots.js';
+import type { DropReporter } from './dropped.js';
 import type { Broker, HistoryEntry, HistoryResult, PublishItem, Retention } from './types.js';
 
 // Appends to each channel's stream and publishes to its delivery channel in
@@ -155,6 +157,7 @@ export class RedisBroker implements Broker {
     private readonly idempotencyMs: number,
     private readonly log: Logger,
     private readonly durability: Durability = { replicas: 0, timeoutMs: 0 },
+    private readonly dropped: DropReporter = () => {},
   ) {
     cmd.defineCommand('relayPublish', { lua: PUBLISH_LUA });
     cmd.defineCommand('relayRead', { numberOfKeys: 2, lua: READ_LUA });
@@ -397,7 +400,12 @@ export class RedisBroker implements Broker {
       const first = raw[0];
       if (offset <= 0 || !first) return undefined;
       const entry = parseEntry(channel, epoch, first[0], first[1]);
-      return entry.offset === offset ? decodePublication(entry.text).id : undefined;
+      if (entry.offset !== offset) return undefined;
+      try {
+        return decodePublication(entry.text).id;
+      } catch {
+        return undefined;
+      }
     });
   }
 
@@ -422,25 +430,23 @@ export class RedisBroker implements Broker {
   private receive(name: string, payload: string): void {
     const channel = this.names.channelOf(name);
     if (channel === undefined || !this.subscribedChannels.has(channel)) return;
+    // Anything may be PUBLISHed on a delivery channel: only a well-formed
+    // "<offset>:<epoch>:<publication>" goes further, the rest is dropped and counted.
     const first = payload.indexOf(':');
     const second = payload.indexOf(':', first + 1);
-    if (first <= 0 || second <= first) {
-      this.log.error({ channel }, 'dropped a delivery without a position');
+    const offset = Number(payload.slice(0, Math.max(0, first)));
+    if (first <= 0 || second <= first + 1 || !Number.isSafeInteger(offset) || offset < 1) {
+      this.dropped('invalid_position', channel, payload);
       return;
     }
     let message: Delivery['message'];
     try {
       message = decodePublication(payload.slice(second + 1));
     } catch (err) {
-      this.log.error({ channel, err }, 'dropped an undecodable delivery');
+      this.dropped(malformedReason(err), channel, payload);
       return;
     }
-    this.deliveryHandler({
-      channel,
-      offset: Number(payload.slice(0, first)),
-      epoch: payload.slice(first + 1, second),
-      message,
-    });
+    this.deliveryHandler({ channel, offset, epoch: payload.slice(first + 1, second), message });
   }
 
   private newEpoch(): string {

@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import type { Broker, HistoryEntry } from '../broker/index.js';
+import type { Broker, DropReporter, HistoryEntry } from '../broker/index.js';
 import { DISCONNECTS, type DisconnectReason } from '../errors.js';
 import {
   type Delivery,
@@ -7,6 +7,7 @@ import {
   listsMembers,
   type Message,
   type Meta,
+  malformedReason,
   userChannel,
 } from '../ingest/message.js';
 import type { Metrics } from '../metrics/index.js';
@@ -65,6 +66,7 @@ export class Hub {
     private readonly presence: Presence,
     private readonly metrics: Metrics,
     private readonly log: Logger,
+    private readonly dropped: DropReporter = () => {},
   ) {
     broker.onDelivery((d) => this.receive(d));
     broker.onResync(() => void this.resync());
@@ -122,8 +124,8 @@ export class Hub {
       if (entries && entries.length > 0) {
         const user = socket.data.user;
         for (const e of entries) {
-          const message = decodePublication(e.text);
-          if (message.except?.includes(user)) continue;
+          const message = this.decode(e);
+          if (message === undefined || message.except?.includes(user)) continue;
           socket.emit(message.event, message.data, meta(channel, e.offset, e.epoch, message));
         }
         this.metrics.deliveryRecovered.inc({ kind: 'client' }, entries.length);
@@ -363,7 +365,13 @@ export class Hub {
         if (res.entries.length === 0) return; // the target is beyond what was ever published
         for (const e of res.entries) {
           if (e.offset === state.delivered + 1) {
-            this.emit(state, e.offset, e.epoch, decodePublication(e.text));
+            const message = this.decode(e);
+            if (message === undefined) {
+              // Skipped, not retried: the offset is taken, and what holds it cannot be sent.
+              state.delivered = e.offset;
+              continue;
+            }
+            this.emit(state, e.offset, e.epoch, message);
             this.metrics.deliveryRecovered.inc({ kind: 'gap' });
           }
         }
@@ -427,6 +435,16 @@ export class Hub {
     let target = this.io.to(event.channel);
     if (event.socket !== undefined) target = target.except(event.socket);
     target.emit(event.type === 'member.added' ? 'pushrelay:join' : 'pushrelay:leave', notice);
+  }
+
+  /** A history entry as a message, or undefined (dropped and counted) when it cannot be sent to a socket. */
+  private decode(entry: HistoryEntry): Message | undefined {
+    try {
+      return decodePublication(entry.text);
+    } catch (err) {
+      this.dropped(malformedReason(err), entry.channel, entry.text);
+      return undefined;
+    }
   }
 
   private retryLater(fn: () => void): void {
