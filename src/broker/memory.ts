@@ -55,15 +55,16 @@ export class MemoryBroker implements Broker {
     publication: Publication,
     channels: readonly string[],
     idempotent: boolean,
+    key: string = publication.id,
   ): Promise<Position[]> {
     const text = encodePublication(publication);
     const now = this.now();
     const positions: Position[] = [];
     let message: ReturnType<typeof decodePublication> | undefined;
     for (const channel of channels) {
-      const key = `${channel}\u0000${publication.id}`;
+      const marker = `${channel}\u0000${key}`;
       if (idempotent) {
-        const seen = this.idempotency.get(key);
+        const seen = this.idempotency.get(marker);
         if (seen && seen.expires > now) {
           positions.push(seen.position);
           continue;
@@ -78,7 +79,7 @@ export class MemoryBroker implements Broker {
       }
       const position = { offset: state.offset, epoch: state.epoch };
       positions.push(position);
-      if (idempotent) this.idempotency.set(key, { position, expires: now + this.idempotencyMs });
+      if (idempotent) this.idempotency.set(marker, { position, expires: now + this.idempotencyMs });
       if (this.subscribed.has(channel)) {
         message ??= decodePublication(text);
         this.deliveryHandler({ channel, offset: position.offset, epoch: position.epoch, message });
@@ -89,7 +90,7 @@ export class MemoryBroker implements Broker {
 
   async publishMany(items: readonly PublishItem[]): Promise<Position[][]> {
     const out: Position[][] = [];
-    for (const i of items) out.push(await this.publish(i.publication, i.channels, i.idempotent));
+    for (const i of items) out.push(await this.publish(i.publication, i.channels, i.idempotent, i.key));
     return out;
   }
 

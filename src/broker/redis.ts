@@ -203,10 +203,11 @@ export class RedisBroker implements Broker {
     publication: Publication,
     channels: readonly string[],
     idempotent: boolean,
+    key: string = publication.id,
   ): Promise<Position[]> {
     if (channels.length === 0) return [];
     const payload = encodePublication(publication);
-    if (!this.sharded) return this.publishGroup(payload, publication, channels, idempotent);
+    if (!this.sharded) return this.publishGroup(payload, publication, channels, idempotent, key);
     // A Cluster script may only touch one slot: one call per slot, at once.
     // Each channel is still appended and fanned out atomically; a publish to
     // channels of several slots is not one step, but a retry with the same id
@@ -219,6 +220,7 @@ export class RedisBroker implements Broker {
           publication,
           indexes.map((i) => channels[i]!),
           idempotent,
+          key,
         );
         indexes.forEach((i, j) => {
           out[i] = positions[j]!;
@@ -236,7 +238,7 @@ export class RedisBroker implements Broker {
   async publishMany(items: readonly PublishItem[]): Promise<Position[][]> {
     if (items.length === 0) return [];
     if (this.sharded || this.durability.replicas > 0 || items.length === 1) {
-      return Promise.all(items.map((i) => this.publish(i.publication, i.channels, i.idempotent)));
+      return Promise.all(items.map((i) => this.publish(i.publication, i.channels, i.idempotent, i.key)));
     }
     const encoded = items
       .filter((i) => i.channels.length > 0)
@@ -252,11 +254,11 @@ export class RedisBroker implements Broker {
   ): [number, ...(string | number)[]] {
     const keys: string[] = [];
     const argv: (string | number)[] = [this.newEpoch(), META_TTL_S, fanout];
-    for (const { publication, channels, idempotent, payload } of items) {
+    for (const { publication, channels, idempotent, payload, key } of items) {
       argv.push(payload, publication.ts, idempotent ? this.idempotencyMs : 0, channels.length);
       for (const c of channels) {
         const r = this.retention(c);
-        keys.push(this.names.stream(c), this.names.meta(c), this.names.appended(c, publication.id));
+        keys.push(this.names.stream(c), this.names.meta(c), this.names.appended(c, key ?? publication.id));
         argv.push(r.size, r.ttl, this.names.deliver(c));
       }
     }
@@ -269,10 +271,11 @@ export class RedisBroker implements Broker {
     publication: Publication,
     channels: readonly string[],
     idempotent: boolean,
+    key: string,
   ): Promise<Position[]> {
     const waiting = this.durability.replicas > 0;
     const fanout = waiting ? 'none' : this.sharded ? 'spublish' : 'publish';
-    const args = this.scriptArgs(fanout, [{ payload, publication, channels, idempotent }]);
+    const args = this.scriptArgs(fanout, [{ payload, publication, channels, idempotent, key }]);
     if (!waiting) return (await this.run(() => this.cmd.relayPublish(...args))).map(parsePosition);
 
     // WAIT counts the replicas that hold every write this connection made so

@@ -13,6 +13,12 @@ export interface PublishItem {
   readonly publication: Publication;
   readonly channels: readonly string[];
   readonly idempotent: boolean;
+  /**
+   * What the per-channel idempotency marker is kept under: the publisher's
+   * id within its scope (a publisher key, a Redis source), so two publishers
+   * using the same id do not suppress each other. Defaults to the publication id.
+   */
+  readonly key?: string;
 }
 
 export interface HistoryEntry extends Position {
@@ -47,7 +53,13 @@ export interface Broker {
    * (within the idempotency window) is left alone and answers the position it
    * was given the first time.
    */
-  publish(publication: Publication, channels: readonly string[], idempotent: boolean): Promise<Position[]>;
+  publish(
+    publication: Publication,
+    channels: readonly string[],
+    idempotent: boolean,
+    /** The scoped idempotency key (see PublishItem.key). */
+    key?: string,
+  ): Promise<Position[]>;
   /**
    * The same for many publications, in order (a batch), in as few round
    * trips as the deployment allows; answers the positions of each.
