@@ -239,6 +239,7 @@ export async function buildApp(config: Config, options: { logger?: Logger } = {}
   });
   const hub = new Hub(io, broker, presence, metrics, log, dropped);
   hub.replayLimit = (channel) => Math.max(1, config.namespace(channel).historySize);
+  hub.retentionTtl = (channel) => config.namespace(channel).historyTtl;
 
   attachRealtime(io, { config, hub, ingest, verify: createTokenVerifier(config), metrics, log });
   const stopWatchingConsumers = watchSlowConsumers(io, config.socketBufferBytes, metrics, log);

@@ -7,7 +7,7 @@ import { type Durability, RedisBroker } from './redis.js';
 import type { Broker, Retention } from './types.js';
 
 export { type DropReporter, dropReporter } from './dropped.js';
-export type { Broker, HistoryEntry, HistoryResult, PublishItem, Retention } from './types.js';
+export type { Broker, ChannelTop, HistoryEntry, HistoryResult, PublishItem, Retention } from './types.js';
 
 export type BrokerOptions =
   | { kind: 'memory'; retention: (channel: string) => Retention; idempotencyMs: number }

@@ -5,8 +5,9 @@ import {
   encodePublication,
   type Position,
   type Publication,
+  UNBORN_EPOCH,
 } from '../ingest/message.js';
-import type { Broker, HistoryEntry, HistoryResult, PublishItem, Retention } from './types.js';
+import type { Broker, ChannelTop, HistoryEntry, HistoryResult, PublishItem, Retention } from './types.js';
 
 interface Entry {
   readonly offset: number;
@@ -20,12 +21,16 @@ interface ChannelState {
   /** Oldest first; never longer than the retention size. */
   entries: Entry[];
   lastUsed: number;
+  /** Time of the newest publish (ms; 0: none). */
+  lastTs: number;
 }
 
 interface IdempotencyEntry {
   readonly position: Position;
   readonly expires: number;
 }
+
+const UNBORN: ChannelTop = { offset: 0, epoch: UNBORN_EPOCH, lastTs: 0 };
 
 /** How long an idle channel keeps its epoch and offset when nobody is subscribed. */
 const IDLE_CHANNEL_MS = 24 * 3600 * 1000;
@@ -73,6 +78,7 @@ export class MemoryBroker implements Broker {
       const state = this.state(channel, now);
       const { size } = this.retention(channel);
       state.offset += 1;
+      state.lastTs = publication.ts;
       if (size > 0) {
         state.entries.push({ offset: state.offset, ts: publication.ts, text });
         if (state.entries.length > size) state.entries.splice(0, state.entries.length - size);
@@ -102,17 +108,18 @@ export class MemoryBroker implements Broker {
     this.subscribed.delete(channel);
   }
 
-  async positions(channels: readonly string[]): Promise<Position[]> {
+  async positions(channels: readonly string[]): Promise<ChannelTop[]> {
     const now = this.now();
     return channels.map((c) => {
-      const s = this.state(c, now);
-      return { offset: s.offset, epoch: s.epoch };
+      const s = this.peek(c, now);
+      return s ? { offset: s.offset, epoch: s.epoch, lastTs: s.lastTs } : UNBORN;
     });
   }
 
   async history(channel: string, after: number, limit: number): Promise<HistoryResult> {
     const now = this.now();
-    const state = this.state(channel, now);
+    const state = this.peek(channel, now);
+    if (state === undefined) return { epoch: UNBORN_EPOCH, offset: 0, entries: [], complete: after === 0 };
     const minTs = now - this.retention(channel).ttl * 1000;
     const entries: HistoryEntry[] = [];
     for (const e of state.entries) {
@@ -154,10 +161,17 @@ export class MemoryBroker implements Broker {
     clearInterval(this.sweeper);
   }
 
+  /** A channel's state if it was ever published to; reading creates nothing. */
+  private peek(channel: string, now: number): ChannelState | undefined {
+    const s = this.channels.get(channel);
+    if (s !== undefined) s.lastUsed = now;
+    return s;
+  }
+
   private state(channel: string, now: number): ChannelState {
     let s = this.channels.get(channel);
     if (s === undefined) {
-      s = { epoch: randomBytes(4).toString('hex'), offset: 0, entries: [], lastUsed: now };
+      s = { epoch: randomBytes(4).toString('hex'), offset: 0, entries: [], lastUsed: now, lastTs: 0 };
       this.channels.set(channel, s);
     }
     s.lastUsed = now;

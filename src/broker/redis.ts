@@ -8,12 +8,13 @@ import {
   malformedReason,
   type Position,
   type Publication,
+  UNBORN_EPOCH,
 } from '../ingest/message.js';
 import { isCluster, type Redis } from '../redis/client.js';
 import type { RedisNames } from '../redis/keys.js';
 import { bySlot, runBatch } from '../redis/slots.js';
 import type { DropReporter } from './dropped.js';
-import type { Broker, HistoryEntry, HistoryResult, PublishItem, Retention } from './types.js';
+import type { Broker, ChannelTop, HistoryEntry, HistoryResult, PublishItem, Retention } from './types.js';
 
 // Appends to each channel's stream and publishes to its delivery channel in
 // one script, so the order in which subscribers receive a channel's messages
@@ -28,14 +29,17 @@ import type { Broker, HistoryEntry, HistoryResult, PublishItem, Retention } from
 // failover could still take back.
 //
 // One call may carry several publications (a batch), each to its channels.
+// Everything a publish creates expires with the channel's retention: the
+// stream and the meta hash after its history TTL (renewed by each publish),
+// the marker after the idempotency window. Reads create nothing.
+//
 // KEYS: per channel of each publication [stream, meta, appended-marker]
-// ARGV: new epoch, meta ttl s, fan-out ('publish', 'spublish' or 'none'),
+// ARGV: new epoch, (unused), fan-out ('publish', 'spublish' or 'none'),
 //       then per publication [payload, ts, idempotency ttl ms (0: off), channel count,
 //       then per channel [history size, history ttl s, delivery channel]]
 // Returns per channel of each publication, flattened, "<offset>:<epoch>".
 const PUBLISH_LUA = `
 local newEpoch = ARGV[1]
-local metaTtl = ARGV[2]
 local fanout = ARGV[3]
 local a = 4
 local k = 1
@@ -64,7 +68,8 @@ while a <= #ARGV do
         redis.call('hset', meta, 'e', epoch)
       end
       local offset = redis.call('hincrby', meta, 's', 1)
-      redis.call('expire', meta, metaTtl)
+      redis.call('hset', meta, 't', ts)
+      redis.call('expire', meta, ttl)
       if size > 0 then
         redis.call('xadd', stream, 'MAXLEN', size, offset .. '-0', 't', ts, 'p', payload)
         redis.call('expire', stream, ttl)
@@ -80,21 +85,20 @@ return out
 `;
 
 // Reads a channel's position and, optionally, the entries after an offset, in
-// one step so the entries and the top offset agree.
-// KEYS: stream, meta. ARGV: after, limit, new epoch, meta ttl s.
-// Returns { epoch, top, entries }.
+// one step so the entries and the top offset agree. Writes nothing: a channel
+// without meta (never published, or expired) answers the unborn epoch, so
+// subscribing to or reading any number of channels costs Redis no memory.
+// KEYS: stream, meta. ARGV: after, limit, unborn epoch.
+// Returns { epoch, top, entries, last publish ts }.
 const READ_LUA = `
-local epoch = redis.call('hget', KEYS[2], 'e')
-if not epoch then
-  epoch = ARGV[3]
-  redis.call('hset', KEYS[2], 'e', epoch)
-  redis.call('expire', KEYS[2], ARGV[4])
-end
-local top = tonumber(redis.call('hget', KEYS[2], 's') or '0')
+local m = redis.call('hmget', KEYS[2], 'e', 's', 't')
+local epoch = m[1] or ARGV[3]
+local top = tonumber(m[2] or '0')
+local ts = tonumber(m[3] or '0')
 local after = tonumber(ARGV[1])
 local limit = tonumber(ARGV[2])
-if limit <= 0 or after >= top then return { epoch, top, {} } end
-return { epoch, top, redis.call('xrange', KEYS[1], (after + 1) .. '-0', '+', 'COUNT', limit) }
+if limit <= 0 or after >= top or not m[1] then return { epoch, top, {}, ts } end
+return { epoch, top, redis.call('xrange', KEYS[1], (after + 1) .. '-0', '+', 'COUNT', limit), ts }
 `;
 
 // Gives a channel a new epoch if it still has the expected one (another node
@@ -109,23 +113,13 @@ end
 return e
 `;
 
-/** Epoch and offset survive this long after a channel's last publish or read. */
-const META_TTL_S = 86400;
-
 type RawEntry = [string, string[]];
-type ReadReply = [string, number, RawEntry[]];
+type ReadReply = [string, number, RawEntry[], number];
 
 interface RelayCommands {
   relayPublish(numKeys: number, ...args: (string | number)[]): Promise<string[]>;
   relayRenewEpoch(meta: string, expected: string, epoch: string, ttl: number): Promise<string>;
-  relayRead(
-    stream: string,
-    meta: string,
-    after: number,
-    limit: number,
-    epoch: string,
-    ttl: number,
-  ): Promise<ReadReply>;
+  relayRead(stream: string, meta: string, after: number, limit: number, unborn: string): Promise<ReadReply>;
 }
 
 type ScriptedRedis = Redis & RelayCommands;
@@ -253,7 +247,7 @@ export class RedisBroker implements Broker {
     items: readonly (PublishItem & { payload: string })[],
   ): [number, ...(string | number)[]] {
     const keys: string[] = [];
-    const argv: (string | number)[] = [this.newEpoch(), META_TTL_S, fanout];
+    const argv: (string | number)[] = [this.newEpoch(), 0, fanout];
     for (const { publication, channels, idempotent, payload, key } of items) {
       argv.push(payload, publication.ts, idempotent ? this.idempotencyMs : 0, channels.length);
       for (const c of channels) {
@@ -327,7 +321,7 @@ export class RedisBroker implements Broker {
     await (this.sharded ? this.sub.sunsubscribe(name) : this.sub.unsubscribe(name)).catch(() => {});
   }
 
-  async positions(channels: readonly string[]): Promise<Position[]> {
+  async positions(channels: readonly string[]): Promise<ChannelTop[]> {
     if (channels.length === 0) return [];
     const replies = await this.run(async () => {
       const results = await runBatch(
@@ -340,8 +334,7 @@ export class RedisBroker implements Broker {
               this.names.meta(c),
               0,
               0,
-              this.newEpoch(),
-              META_TTL_S,
+              UNBORN_EPOCH,
             ),
         })),
       );
@@ -350,19 +343,12 @@ export class RedisBroker implements Broker {
         return value as ReadReply;
       });
     });
-    return replies.map(([epoch, top]) => ({ epoch, offset: Number(top) }));
+    return replies.map(([epoch, top, , ts]) => ({ epoch, offset: Number(top), lastTs: Number(ts) }));
   }
 
   async history(channel: string, after: number, limit: number): Promise<HistoryResult> {
     const [epoch, topRaw, raw] = await this.run(() =>
-      this.cmd.relayRead(
-        this.names.stream(channel),
-        this.names.meta(channel),
-        after,
-        limit,
-        this.newEpoch(),
-        META_TTL_S,
-      ),
+      this.cmd.relayRead(this.names.stream(channel), this.names.meta(channel), after, limit, UNBORN_EPOCH),
     );
     const top = Number(topRaw);
     const minTs = Date.now() - this.retention(channel).ttl * 1000;
@@ -388,8 +374,7 @@ export class RedisBroker implements Broker {
               this.names.meta(channel),
               offset - 1,
               1,
-              this.newEpoch(),
-              META_TTL_S,
+              UNBORN_EPOCH,
             ),
         })),
       );
@@ -414,7 +399,12 @@ export class RedisBroker implements Broker {
 
   async renewEpoch(channel: string, expected: string): Promise<string> {
     return this.run(() =>
-      this.cmd.relayRenewEpoch(this.names.meta(channel), expected, this.newEpoch(), META_TTL_S),
+      this.cmd.relayRenewEpoch(
+        this.names.meta(channel),
+        expected,
+        this.newEpoch(),
+        this.retention(channel).ttl,
+      ),
     );
   }
 

@@ -21,6 +21,11 @@ export interface PublishItem {
   readonly key?: string;
 }
 
+/** A channel's top position, and when its newest message was published (ms; 0: never). */
+export interface ChannelTop extends Position {
+  readonly lastTs: number;
+}
+
 export interface HistoryEntry extends Position {
   readonly channel: string;
   readonly text: string;
@@ -68,8 +73,11 @@ export interface Broker {
   /** Starts receiving deliveries for a channel on this node; resolves once none can be missed. */
   subscribe(channel: string): Promise<void>;
   unsubscribe(channel: string): Promise<void>;
-  /** Current top position of each channel (an epoch is fixed the first time a channel is seen). */
-  positions(channels: readonly string[]): Promise<Position[]>;
+  /**
+   * Current top position of each channel. Reading writes nothing: a channel
+   * nobody published to within its retention answers UNBORN_EPOCH, offset 0.
+   */
+  positions(channels: readonly string[]): Promise<ChannelTop[]>;
   history(channel: string, after: number, limit: number): Promise<HistoryResult>;
   /**
    * The message id history holds at each position, or undefined where it

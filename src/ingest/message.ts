@@ -185,6 +185,14 @@ export function malformedReason(err: unknown): string {
   return err instanceof MalformedPublication ? err.reason : 'invalid_shape';
 }
 
+/**
+ * The epoch of a channel Redis holds nothing for: never published to, or its
+ * last publish is older than its retention. Reading such a channel creates
+ * nothing; its first publish gives it a real epoch, which nodes and clients
+ * at this epoch and offset 0 take over without a resync (they missed nothing).
+ */
+export const UNBORN_EPOCH = '0';
+
 /** Position of a message in a channel's history: offsets increase by one; a new epoch means history was lost. */
 export interface Position {
   readonly offset: number;

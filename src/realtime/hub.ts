@@ -8,6 +8,7 @@ import {
   type Message,
   type Meta,
   malformedReason,
+  UNBORN_EPOCH,
   userChannel,
 } from '../ingest/message.js';
 import type { Metrics } from '../metrics/index.js';
@@ -25,6 +26,8 @@ interface ChannelState {
   delivered: number;
   /** Message id at `delivered`, when this node delivered it: checks that Redis still has what was delivered. */
   lastId: string | undefined;
+  /** Publish time (ms) of the channel's newest message this node knows of; 0: none. */
+  lastTs: number;
   /** Resolves once the node is subscribed and knows the channel's position. */
   ready: Promise<void>;
   isReady: boolean;
@@ -81,6 +84,8 @@ export class Hub {
   }
   /** Most entries a recovery may replay (the channel's history size); set by the app. */
   replayLimit: (channel: string) => number = () => 1000;
+  /** Seconds a channel's history and position last after its last publish (its history TTL); set by the app. */
+  retentionTtl: (channel: string) => number = () => 300;
 
   /**
    * Puts a socket in a channel, first replaying what it missed after `since`.
@@ -98,6 +103,10 @@ export class Hub {
       return { offset: state.delivered, epoch: state.epoch, recovered: since !== undefined };
     }
     let entries: readonly HistoryEntry[] | undefined;
+    if (since !== undefined && since.epoch === UNBORN_EPOCH && since.offset === 0) {
+      // The client saw the channel before its first publish: everything since is new to it.
+      since = { epoch: state.epoch, offset: 0 };
+    }
     if (since !== undefined && since.epoch === state.epoch) {
       if (since.offset > state.delivered) {
         // The client saw more than this node has delivered (it came from a
@@ -196,7 +205,11 @@ export class Hub {
       const id = ids[i];
       if (state.epoch !== before.epoch) continue; // a live delivery already moved it to a new epoch
       if (top.epoch !== before.epoch) {
-        this.lost(state, top.epoch, top.offset);
+        if (this.expired(state, Date.now())) {
+          // Nothing of the old epoch could be recovered anyway: take the new one and deliver all of it.
+          this.renew(state, top.epoch);
+          if (top.offset > 0) void this.fill(state, top.offset);
+        } else this.lost(state, top.epoch, top.offset);
       } else if (
         top.offset < before.delivered ||
         (before.lastId !== undefined && id !== undefined && id !== before.lastId)
@@ -243,6 +256,7 @@ export class Hub {
       epoch: '',
       delivered: 0,
       lastId: undefined,
+      lastTs: 0,
       ready: Promise.resolve(),
       isReady: false,
       pending: [],
@@ -255,6 +269,7 @@ export class Hub {
       const [position] = await this.broker.positions([channel]);
       state.epoch = position!.epoch;
       state.delivered = position!.offset;
+      state.lastTs = position!.lastTs;
       state.isReady = true;
       this.drain(state);
     })();
@@ -305,11 +320,17 @@ export class Hub {
 
   private process(state: ChannelState, d: Delivery): void {
     if (d.epoch !== state.epoch) {
-      // History was lost (Redis restarted empty, or without its last writes):
-      // positions of the old epoch mean nothing. Older entries of the stream
-      // are not replayed as if new; the room starts at this message and its
-      // sockets are told to resync.
-      this.lost(state, d.epoch, d.offset - 1);
+      if (this.expired(state, d.message.ts)) {
+        // The channel's first publish, or its first after its retention ran
+        // out: nothing was lost, the room simply moves to the new epoch.
+        this.renew(state, d.epoch);
+      } else {
+        // History was lost (Redis restarted empty, or without its last writes):
+        // positions of the old epoch mean nothing. Older entries of the stream
+        // are not replayed as if new; the room starts at this message and its
+        // sockets are told to resync.
+        this.lost(state, d.epoch, d.offset - 1);
+      }
     }
     if (d.offset <= state.delivered) {
       this.metrics.deliveryDuplicates.inc();
@@ -326,6 +347,7 @@ export class Hub {
   private emit(state: ChannelState, offset: number, epoch: string, message: Message): void {
     state.delivered = offset;
     state.lastId = message.id;
+    state.lastTs = Math.max(state.lastTs, message.ts);
     let target = this.io.local.to(state.name);
     if (message.except && message.except.length > 0) target = target.except(message.except.map(userChannel));
     target.emit(message.event, message.data, meta(state.name, offset, epoch, message));
@@ -356,6 +378,11 @@ export class Hub {
         } catch (err) {
           this.log.warn({ channel: state.name, err: (err as Error).message }, 'gap fill failed; retrying');
           await new Promise((r) => setTimeout(r, RETRY_MS).unref());
+          continue;
+        }
+        if (res.epoch !== epoch && this.expired(state, Date.now())) {
+          this.renew(state, res.epoch);
+          target = res.offset;
           continue;
         }
         if (res.epoch !== epoch || !res.complete) {
@@ -389,6 +416,23 @@ export class Hub {
     while (state.pending.length > 0 && state.isReady && !state.filling && state.holds === 0) {
       this.process(state, state.pending.shift()!);
     }
+  }
+
+  /**
+   * Whether the channel's current epoch has ended on its own: it was never
+   * published to, or its newest message is older than its retention, so
+   * Redis let its position expire and nothing in it could be recovered.
+   */
+  private expired(state: ChannelState, now: number): boolean {
+    return state.epoch === UNBORN_EPOCH || now >= state.lastTs + this.retentionTtl(state.name) * 1000;
+  }
+
+  /** Moves the room to a new epoch from its start, without telling sockets to resync (they missed nothing). */
+  private renew(state: ChannelState, epoch: string): void {
+    state.epoch = epoch;
+    state.delivered = 0;
+    state.lastId = undefined;
+    state.pending = state.pending.filter((d) => d.epoch === epoch);
   }
 
   /**
