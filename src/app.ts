@@ -3,7 +3,7 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { createShardedAdapter } from '@socket.io/redis-adapter';
 import Fastify, { LogController } from 'fastify';
 import { type Logger, pino } from 'pino';
-import { createBroker } from './broker/index.js';
+import { createBroker, dropReporter } from './broker/index.js';
 import type { Config } from './config/index.js';
 import { type ErrorCode, RelayError } from './errors.js';
 import { registerAdminRoutes } from './http/admin.js';
@@ -218,6 +218,7 @@ export async function buildApp(config: Config, options: { logger?: Logger } = {}
       })
     : createPresence({ kind: 'memory', ...presenceOptions });
   presence.onEvent((event) => metrics.presenceEvents.inc({ type: event.type }));
+  const dropped = dropReporter(metrics, log);
   const broker = redis
     ? createBroker({
         kind: 'redis',
@@ -228,6 +229,7 @@ export async function buildApp(config: Config, options: { logger?: Logger } = {}
         names,
         log,
         durability: { replicas: config.redisWaitReplicas, timeoutMs: config.redisWaitMs },
+        dropped,
       })
     : createBroker({ kind: 'memory', retention, idempotencyMs });
   const results = redis
@@ -247,8 +249,9 @@ export async function buildApp(config: Config, options: { logger?: Logger } = {}
     maxPayloadBytes: config.maxPayloadBytes,
     onOffline: webhook ? (users, publication) => webhook.notify(users, publication) : undefined,
   });
-  const hub = new Hub(io, broker, presence, metrics, log);
+  const hub = new Hub(io, broker, presence, metrics, log, dropped);
   hub.replayLimit = (channel) => Math.max(1, config.namespace(channel).historySize);
+  hub.retentionTtl = (channel) => config.namespace(channel).historyTtl;
 
   attachRealtime(io, { config, hub, ingest, verify: createTokenVerifier(config), metrics, log });
   const stopWatchingConsumers = watchSlowConsumers(io, config.socketBufferBytes, metrics, log);

@@ -75,6 +75,12 @@ export function createMetrics() {
       help: 'Deliveries dropped because this node had already delivered that offset',
       registers: [registry],
     }),
+    deliveryMalformed: new Counter({
+      name: 'pushrelay_delivery_malformed_total',
+      help: 'Messages from Redis (delivery channels, history entries) dropped because no socket could be sent them, by reason: invalid_json, invalid_shape, invalid_position, reserved_event (a Socket.IO event such as connect), invalid_event',
+      labelNames: ['reason'] as const,
+      registers: [registry],
+    }),
     deliveryRecovered: new Counter({
       name: 'pushrelay_delivery_recovered_total',
       help: 'Messages replayed from history: to a recovering client (client) or to fill a gap on this node (gap)',
