@@ -20,9 +20,9 @@ import { registerPresenceRoutes } from './http/presence.js';
 import { registerPublishRoutes } from './http/publish.js';
 import { registerTailRoutes } from './http/tail.js';
 import type { HttpApp } from './http/types.js';
+import { registerWebhookRoutes } from './http/webhooks.js';
 import { Ingest } from './ingest/ingest.js';
 import { listsMembers, USER_NAMESPACE } from './ingest/message.js';
-import { OfflineWebhook } from './ingest/offline-webhook.js';
 import { MemoryResultStore, RedisResultStore } from './ingest/results.js';
 import { compile } from './ingest/schema.js';
 import { type Sources, wireSources } from './ingest/sources/index.js';
@@ -37,6 +37,7 @@ import { attachRealtime, createSocketServer, originAllowed } from './realtime/se
 import { createTokenVerifier } from './realtime/tokens.js';
 import { countMessages, createRedis, isReady, type Redis } from './redis/client.js';
 import { redisNames } from './redis/keys.js';
+import { wireWebhooks } from './webhooks/index.js';
 
 export interface Relay {
   readonly config: Config;
@@ -196,16 +197,24 @@ export async function buildApp(config: Config, options: { logger?: Logger } = {}
     onInfoRefused: () => metrics.presenceInfoDropped.inc(),
     log,
   };
+  const webhooks = wireWebhooks({
+    config,
+    metrics,
+    log,
+    redis: redis ? { command: redis.command, names } : undefined,
+  });
   const presence = redis
     ? createPresence({
         kind: 'redis',
         ...presenceOptions,
+        webhooks: webhooks?.presence,
         redis: redis.command,
         names,
         ttlSeconds: config.presenceTtl,
       })
     : createPresence({ kind: 'memory', ...presenceOptions });
   presence.onEvent((event) => metrics.presenceEvents.inc({ type: event.type }));
+  webhooks?.attach(presence);
   const broker = redis
     ? createBroker({
         kind: 'redis',
@@ -223,17 +232,13 @@ export async function buildApp(config: Config, options: { logger?: Logger } = {}
     : new MemoryResultStore(idempotencyMs);
   const nonces = redis ? new RedisNonceStore(redis.command, names) : new MemoryNonceStore();
 
-  const webhook =
-    config.offlineWebhook && config.offlineWebhookSecret
-      ? new OfflineWebhook(config.offlineWebhook, config.offlineWebhookSecret, config.nodeId, metrics, log)
-      : undefined;
   const ingest = new Ingest({
     broker,
     presence,
     results,
     metrics,
     maxPayloadBytes: config.maxPayloadBytes,
-    onOffline: webhook ? (users, publication) => webhook.notify(users, publication) : undefined,
+    onOffline: webhooks ? (users, publication) => webhooks.undelivered(users, publication) : undefined,
   });
   const hub = new Hub(io, broker, presence, metrics, log);
   hub.replayLimit = (channel) => Math.max(1, config.namespace(channel).historySize);
@@ -277,6 +282,7 @@ export async function buildApp(config: Config, options: { logger?: Logger } = {}
   registerHealthRoutes(http, { metrics, nodeId: config.nodeId, mode: config.mode, notReady });
   registerNodeRoutes(http, presence, { nodeId: config.nodeId, mode: config.mode });
   registerTailRoutes(http, config);
+  registerWebhookRoutes(http, webhooks?.admin);
   registerAssetRoutes(http, { console: config.console });
   const redisTarget = config.redis;
   const sources = wireSources({
@@ -316,6 +322,7 @@ export async function buildApp(config: Config, options: { logger?: Logger } = {}
   }
 
   await http.ready();
+  webhooks?.start();
 
   if (config.generated.key || config.generated.jwtSecret) {
     log.warn(
@@ -373,7 +380,7 @@ export async function buildApp(config: Config, options: { logger?: Logger } = {}
         draining = true;
         hub.close();
         stopWatchingConsumers();
-        webhook?.close();
+        webhooks?.close();
         await sources.stop();
         for (const socket of nsp.sockets.values()) socket.disconnect(true);
         io.engine.close();
