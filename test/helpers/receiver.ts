@@ -1,4 +1,4 @@
-import { createServer, type IncomingMessage, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { webhookSignature } from '../../src/webhooks/index.js';
 
 /** An event as a lifecycle webhook receiver gets it. */
@@ -25,6 +25,8 @@ export interface Receiver {
    * 200 when unset.
    */
   answer: number | 'hang';
+  /** Answers the calls left hanging with `status` (a 2xx records their events). */
+  release(status: number): void;
   /** Events of one type (optionally about one user or channel). */
   of(type: string, about?: string): HookEvent[];
   close(): Promise<void>;
@@ -36,7 +38,7 @@ export interface Receiver {
  * test) and records the events of the calls it acknowledges.
  */
 export async function startReceiver(secret: string): Promise<Receiver> {
-  const hanging = new Set<import('node:http').ServerResponse>();
+  const hanging = new Map<ServerResponse, string>();
   const r: Receiver = {
     url: '',
     events: [],
@@ -46,8 +48,16 @@ export async function startReceiver(secret: string): Promise<Receiver> {
       r.events.filter(
         (e) => e.type === type && (about === undefined || e.user === about || e.channel === about),
       ),
+    release: (status) => {
+      for (const [res, body] of hanging) {
+        if (status >= 200 && status < 300)
+          r.events.push(...(JSON.parse(body) as { events: HookEvent[] }).events);
+        res.writeHead(status).end();
+      }
+      hanging.clear();
+    },
     close: async () => {
-      for (const res of hanging) res.destroy();
+      for (const res of hanging.keys()) res.destroy();
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
     },
@@ -62,7 +72,7 @@ export async function startReceiver(secret: string): Promise<Receiver> {
       const answer = valid ? r.answer : 401;
       r.calls.push({ headers: req.headers, body, status: answer === 'hang' ? 0 : answer });
       if (answer === 'hang') {
-        hanging.add(res);
+        hanging.set(res, body);
         return;
       }
       if (answer >= 200 && answer < 300)
