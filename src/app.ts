@@ -21,9 +21,9 @@ import { registerPublishRoutes } from './http/publish.js';
 import { registerTailRoutes } from './http/tail.js';
 import { applyServerTimeouts, clientErrorHandler } from './http/timeouts.js';
 import type { HttpApp } from './http/types.js';
+import { registerWebhookRoutes } from './http/webhooks.js';
 import { Ingest } from './ingest/ingest.js';
 import { listsMembers, USER_NAMESPACE } from './ingest/message.js';
-import { OfflineWebhook } from './ingest/offline-webhook.js';
 import { MemoryResultStore, RedisResultStore } from './ingest/results.js';
 import { compile } from './ingest/schema.js';
 import { type Sources, wireSources } from './ingest/sources/index.js';
@@ -38,6 +38,7 @@ import { attachRealtime, createSocketServer, originAllowed } from './realtime/se
 import { createTokenVerifier } from './realtime/tokens.js';
 import { countMessages, createRedis, isReady, type Redis } from './redis/client.js';
 import { redisNames } from './redis/keys.js';
+import { wireWebhooks } from './webhooks/index.js';
 
 export interface Relay {
   readonly config: Config;
@@ -208,10 +209,17 @@ export async function buildApp(config: Config, options: { logger?: Logger } = {}
     onInfoRefused: () => metrics.presenceInfoDropped.inc(),
     log,
   };
+  const webhooks = wireWebhooks({
+    config,
+    metrics,
+    log,
+    redis: redis ? { command: redis.command, names } : undefined,
+  });
   const presence = redis
     ? createPresence({
         kind: 'redis',
         ...presenceOptions,
+        webhooks: webhooks?.presence,
         redis: redis.command,
         names,
         ttlSeconds: config.presenceTtl,
@@ -219,6 +227,7 @@ export async function buildApp(config: Config, options: { logger?: Logger } = {}
     : createPresence({ kind: 'memory', ...presenceOptions });
   presence.onEvent((event) => metrics.presenceEvents.inc({ type: event.type }));
   const dropped = dropReporter(metrics, log);
+  webhooks?.attach(presence);
   const broker = redis
     ? createBroker({
         kind: 'redis',
@@ -237,17 +246,13 @@ export async function buildApp(config: Config, options: { logger?: Logger } = {}
     : new MemoryResultStore(idempotencyMs);
   const nonces = redis ? new RedisNonceStore(redis.command, names) : new MemoryNonceStore();
 
-  const webhook =
-    config.offlineWebhook && config.offlineWebhookSecret
-      ? new OfflineWebhook(config.offlineWebhook, config.offlineWebhookSecret, config.nodeId, metrics, log)
-      : undefined;
   const ingest = new Ingest({
     broker,
     presence,
     results,
     metrics,
     maxPayloadBytes: config.maxPayloadBytes,
-    onOffline: webhook ? (users, publication) => webhook.notify(users, publication) : undefined,
+    onOffline: webhooks ? (users, publication) => webhooks.undelivered(users, publication) : undefined,
   });
   const hub = new Hub(io, broker, presence, metrics, log, dropped);
   hub.replayLimit = (channel) => Math.max(1, config.namespace(channel).historySize);
@@ -292,6 +297,7 @@ export async function buildApp(config: Config, options: { logger?: Logger } = {}
   registerHealthRoutes(http, { metrics, nodeId: config.nodeId, mode: config.mode, notReady });
   registerNodeRoutes(http, presence, { nodeId: config.nodeId, mode: config.mode });
   registerTailRoutes(http, config);
+  registerWebhookRoutes(http, webhooks?.admin);
   registerAssetRoutes(http, { console: config.console });
   const redisTarget = config.redis;
   const sources = wireSources({
@@ -331,6 +337,7 @@ export async function buildApp(config: Config, options: { logger?: Logger } = {}
   }
 
   await http.ready();
+  webhooks?.start();
 
   if (config.generated.key || config.generated.jwtSecret) {
     log.warn(
@@ -404,7 +411,7 @@ export async function buildApp(config: Config, options: { logger?: Logger } = {}
         draining = true;
         hub.close();
         stopWatchingConsumers();
-        webhook?.close();
+        webhooks?.close();
         await sources.stop();
         for (const socket of nsp.sockets.values()) socket.disconnect(true);
         io.engine.close();

@@ -103,6 +103,11 @@ export function loadConfig(env: Env): Config {
       'PUSHRELAY_OFFLINE_WEBHOOK_SECRET: required with PUSHRELAY_OFFLINE_WEBHOOK (the app verifies calls with it)',
     );
   }
+  if (s.webhooks.length > 0 && s.webhookSecret === undefined) {
+    problems.push(
+      'PUSHRELAY_WEBHOOK_SECRET: required with PUSHRELAY_WEBHOOKS (receivers verify calls with it)',
+    );
+  }
   if (s.actioncablePrefix !== undefined) {
     if (!s.redis) problems.push('PUSHRELAY_ACTIONCABLE_PREFIX: needs REDIS_URL (Rails publishes on Redis)');
     const ours = `${s.prefix}:`;
@@ -146,6 +151,8 @@ export function loadConfig(env: Env): Config {
     if (weakJwt) problems.push(`PUSHRELAY_JWT_SECRET: ${weakJwt}`);
     const weakHook = s.offlineWebhookSecret === undefined ? undefined : weakSecret(s.offlineWebhookSecret);
     if (weakHook) problems.push(`PUSHRELAY_OFFLINE_WEBHOOK_SECRET: ${weakHook}`);
+    const weakHooks = s.webhookSecret === undefined ? undefined : weakSecret(s.webhookSecret);
+    if (weakHooks) problems.push(`PUSHRELAY_WEBHOOK_SECRET: ${weakHooks}`);
     if (s.corsOrigins.length === 0 || s.corsOrigins.includes('*')) {
       problems.push(
         'PUSHRELAY_CORS_ORIGINS: production needs an explicit list of browser origins (not empty, not *); it is what stops cross-site WebSocket hijacking',

@@ -1,4 +1,5 @@
 import { isIP } from 'node:net';
+import { WEBHOOK_EVENT_TYPES, type WebhookEventType } from '../webhooks/types.js';
 
 // The environment, as one schema. Every variable the relay reads is declared
 // here once, with its parser, its default and the sentence the README shows;
@@ -560,6 +561,85 @@ export const schema = {
   offlineWebhookSecret: optional(
     'PUSHRELAY_OFFLINE_WEBHOOK_SECRET',
     'secret signing offline webhook calls (required with PUSHRELAY_OFFLINE_WEBHOOK)',
+  ),
+  webhooks: variable(
+    'PUSHRELAY_WEBHOOKS',
+    'lifecycle webhook receiver URLs, comma-separated; each gets every event kind of `PUSHRELAY_WEBHOOK_EVENTS`, signed with `PUSHRELAY_WEBHOOK_SECRET`',
+    '(none)',
+    (raw): URL[] => {
+      if (raw === undefined) return [];
+      return raw
+        .split(',')
+        .map((s) => s.trim())
+        .filter((s) => s !== '')
+        .map((s) => {
+          let u: URL;
+          try {
+            u = new URL(s);
+          } catch {
+            throw new InvalidValue(`must be http: or https: URLs, got "${s}"`);
+          }
+          if (u.protocol !== 'http:' && u.protocol !== 'https:')
+            throw new InvalidValue(`must be http: or https: URLs, got "${u.protocol}"`);
+          return u;
+        });
+    },
+  ),
+  webhookEvents: variable(
+    'PUSHRELAY_WEBHOOK_EVENTS',
+    'event kinds sent to `PUSHRELAY_WEBHOOKS`, comma-separated: `user.online`, `user.offline`, `channel.occupied`, `channel.vacated`, `member.added`, `member.removed`, `message.undelivered`',
+    '(all)',
+    (raw): WebhookEventType[] => {
+      if (raw === undefined) return [...WEBHOOK_EVENT_TYPES];
+      const kinds = raw
+        .split(',')
+        .map((s) => s.trim())
+        .filter((s) => s !== '');
+      for (const k of kinds) {
+        if (!(WEBHOOK_EVENT_TYPES as readonly string[]).includes(k))
+          throw new InvalidValue(`unknown event kind "${k}" (known: ${WEBHOOK_EVENT_TYPES.join(', ')})`);
+      }
+      return kinds as WebhookEventType[];
+    },
+  ),
+  webhookSecret: optional(
+    'PUSHRELAY_WEBHOOK_SECRET',
+    'secret signing every lifecycle webhook call (required with `PUSHRELAY_WEBHOOKS`)',
+  ),
+  webhookDebounceSeconds: seconds(
+    'PUSHRELAY_WEBHOOK_DEBOUNCE_SECONDS',
+    'a user (or channel, or member) gone and back within this time produces no `offline`/`online` (`vacated`/`occupied`, `removed`/`added`) pair; those events are sent this much later',
+    5,
+    0,
+    3600,
+  ),
+  webhookTimeoutSeconds: seconds(
+    'PUSHRELAY_WEBHOOK_TIMEOUT_SECONDS',
+    'a webhook call not answered within this time is retried',
+    10,
+    1,
+    120,
+  ),
+  webhookRetrySeconds: seconds(
+    'PUSHRELAY_WEBHOOK_RETRY_SECONDS',
+    'how long webhook events are retried (backoff with jitter, up to 5 minutes apart) before they go to the dead letters',
+    86_400,
+    1,
+    30 * 86_400,
+  ),
+  webhookMaxQueueBytes: int(
+    'PUSHRELAY_WEBHOOK_MAX_QUEUE_BYTES',
+    'bytes of undelivered-message webhook events (offline webhook and `message.undelivered`, which carry the message) queued at once, in memory or in Redis; past it new ones are refused and counted',
+    64 * 1024 * 1024,
+    1024,
+    16 * 1024 * 1024 * 1024,
+  ),
+  webhookDeadLetters: int(
+    'PUSHRELAY_WEBHOOK_DEAD_LETTERS',
+    'webhook dead letters kept (each one key’s events given up on); the oldest go first',
+    10_000,
+    1,
+    1_000_000,
   ),
   redisWaitReplicas: int(
     'PUSHRELAY_REDIS_WAIT_REPLICAS',
