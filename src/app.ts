@@ -33,6 +33,7 @@ import { UserControl } from './realtime/control.js';
 import type { RelayServer } from './realtime/events.js';
 import { disconnect, Hub, memberOf } from './realtime/hub.js';
 import { fullBucket, take } from './realtime/limits.js';
+import { EchoFrontEnd } from './realtime/protocols/echo/index.js';
 import { attachRealtime, createSocketServer, originAllowed } from './realtime/server.js';
 import { createTokenVerifier } from './realtime/tokens.js';
 import { countMessages, createRedis, isReady, type Redis } from './redis/client.js';
@@ -238,7 +239,9 @@ export async function buildApp(config: Config, options: { logger?: Logger } = {}
   const hub = new Hub(io, broker, presence, metrics, log);
   hub.replayLimit = (channel) => Math.max(1, config.namespace(channel).historySize);
 
-  attachRealtime(io, { config, hub, ingest, verify: createTokenVerifier(config), metrics, log });
+  hub.echo = config.echo;
+  const echo = config.echo ? new EchoFrontEnd({ io, config, hub, presence, metrics, log }) : undefined;
+  attachRealtime(io, { config, hub, ingest, verify: createTokenVerifier(config), metrics, log, echo });
   const stopWatchingConsumers = watchSlowConsumers(io, config.socketBufferBytes, metrics, log);
 
   registerBodyParsers(http, config.maxJsonDepth);

@@ -99,6 +99,10 @@ export interface SocketData {
    * endpoint's `channel_data`). Kept for re-registering presence.
    */
   presenceAs?: Map<string, Member>;
+  /** The socket speaks Laravel Echo's protocol (PUSHRELAY_ECHO=on, connected without a token). */
+  echo?: true;
+  /** Echo: channels whose auth call is in flight. */
+  echoPending?: Set<string>;
   expiryTimer?: NodeJS.Timeout;
   /** Channels being joined by subscribe requests still in flight (they count against the limit). */
   joining?: number;
