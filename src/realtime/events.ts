@@ -84,6 +84,8 @@ export type UserOperation =
 export interface InterServerEvents {
   /** Answers how many of the user's sockets on the node it reached were affected. */
   'pushrelay:user': (operation: UserOperation, ack: (sockets: number) => void) => void;
+  /** laravel-echo-server's channel list: each node answers its channels starting with the prefix, with socket counts. */
+  'pushrelay:echo-channels': (prefix: string, ack: (channels: Record<string, number>) => void) => void;
 }
 
 export interface SocketData {
