@@ -10,6 +10,7 @@ import { registerAdminRoutes } from './http/admin.js';
 import { registerAssetRoutes } from './http/assets.js';
 import { registerPublisherAuth } from './http/auth.js';
 import { registerBodyParsers } from './http/body.js';
+import { registerEchoRoutes } from './http/echo.js';
 import { registerErrorHandlers } from './http/errors.js';
 import { registerHealthRoutes } from './http/health.js';
 import { registerHistoryRoutes } from './http/history.js';
@@ -34,6 +35,7 @@ import { UserControl } from './realtime/control.js';
 import type { RelayServer } from './realtime/events.js';
 import { disconnect, Hub, memberOf } from './realtime/hub.js';
 import { fullBucket, take } from './realtime/limits.js';
+import { EchoFrontEnd } from './realtime/protocols/echo/index.js';
 import { attachRealtime, createSocketServer, originAllowed } from './realtime/server.js';
 import { createTokenVerifier } from './realtime/tokens.js';
 import { countMessages, createRedis, isReady, type Redis } from './redis/client.js';
@@ -258,7 +260,9 @@ export async function buildApp(config: Config, options: { logger?: Logger } = {}
   hub.replayLimit = (channel) => Math.max(1, config.namespace(channel).historySize);
   hub.retentionTtl = (channel) => config.namespace(channel).historyTtl;
 
-  attachRealtime(io, { config, hub, ingest, verify: createTokenVerifier(config), metrics, log });
+  hub.echo = config.echo;
+  const echo = config.echo ? new EchoFrontEnd({ io, config, hub, presence, metrics, log }) : undefined;
+  attachRealtime(io, { config, hub, ingest, verify: createTokenVerifier(config), metrics, log, echo });
   const stopWatchingConsumers = watchSlowConsumers(io, config.socketBufferBytes, metrics, log);
 
   registerBodyParsers(http, config.maxJsonDepth);
@@ -298,6 +302,14 @@ export async function buildApp(config: Config, options: { logger?: Logger } = {}
   registerNodeRoutes(http, presence, { nodeId: config.nodeId, mode: config.mode });
   registerTailRoutes(http, config);
   registerWebhookRoutes(http, webhooks?.admin);
+  registerEchoRoutes(http, {
+    clients: config.echoClients,
+    ingest,
+    presence,
+    io,
+    cluster: redis !== undefined,
+    maxJsonDepth: config.maxJsonDepth,
+  });
   registerAssetRoutes(http, { console: config.console });
   const redisTarget = config.redis;
   const sources = wireSources({

@@ -66,8 +66,9 @@ export function loadConfig(env: Env): Config {
   const values: Record<string, unknown> = {};
   for (const [key, v] of Object.entries(schema)) {
     const raw = env[v.env];
+    const keepsEmpty = 'keepsEmpty' in v && v.keepsEmpty === true;
     try {
-      values[key] = v.parse(raw === undefined || raw.trim() === '' ? undefined : raw.trim());
+      values[key] = v.parse(raw === undefined || (raw.trim() === '' && !keepsEmpty) ? undefined : raw.trim());
     } catch (err) {
       if (!(err instanceof InvalidValue)) throw err;
       problems.push(`${v.env}: ${err.message}`);
@@ -116,6 +117,20 @@ export function loadConfig(env: Env): Config {
       problems.push(
         `PUSHRELAY_ACTIONCABLE_PREFIX: "${s.actioncablePrefix}" overlaps PUSHRELAY_PREFIX "${s.prefix}" (Rails' channels would mix with the relay's own); give cable.yml its own channel_prefix`,
       );
+    }
+  }
+  if (s.echoRedisPrefix !== undefined && !s.redis) {
+    problems.push('PUSHRELAY_ECHO_REDIS_PREFIX: needs REDIS_URL (Laravel broadcasts on Redis)');
+  }
+  if (s.echoAuthUrl !== undefined && !s.echo) {
+    problems.push(
+      'PUSHRELAY_ECHO_AUTH_URL: needs PUSHRELAY_ECHO=on (only Echo sockets are authorized by the app)',
+    );
+  }
+  if (production) {
+    for (const c of s.echoClients) {
+      const weak = weakSecret(c.key);
+      if (weak) problems.push(`PUSHRELAY_ECHO_CLIENTS: the key of app "${c.appId}" ${weak}`);
     }
   }
   if (s.anycable) {

@@ -16,8 +16,10 @@ export interface Variable<T> {
   readonly doc: string;
   /** The default as the README shows it. */
   readonly defaultDoc: string;
-  /** `raw` is undefined when the variable is unset or empty. */
+  /** `raw` is undefined when the variable is unset or empty (or only unset, with `keepsEmpty`). */
   readonly parse: (raw: string | undefined) => T;
+  /** An empty value means something (PUSHRELAY_ECHO_REDIS_PREFIX: no prefix), so it is not read as unset. */
+  readonly keepsEmpty?: boolean;
 }
 
 function variable<T>(env: string, doc: string, defaultDoc: string, parse: (raw: string | undefined) => T) {
@@ -722,6 +724,78 @@ export const schema = {
   anycableBroadcastKey: optional(
     'PUSHRELAY_ANYCABLE_BROADCAST_KEY',
     'AnyCable’s `broadcast_key`: `POST /_broadcast` needs `Authorization: Bearer <it>`; unset, the route is not served',
+  ),
+  echo: variable(
+    'PUSHRELAY_ECHO',
+    'accept Laravel Echo’s Socket.IO protocol (`on` or `off`): tokenless sockets, `subscribe`/`unsubscribe {channel, auth}`, events as `emit(event, channel, data)`, whispers, `presence:*` (see "Coming from laravel-echo-server")',
+    'off',
+    (raw): boolean => {
+      if (raw === undefined || raw === 'off') return false;
+      if (raw === 'on') return true;
+      throw new InvalidValue(`must be on or off, got "${raw}"`);
+    },
+  ),
+  echoAuthUrl: url(
+    'PUSHRELAY_ECHO_AUTH_URL',
+    'the Laravel app’s channel auth endpoint (`https://app.example/broadcasting/auth`), POSTed `channel_name` and `socket_id` with the browser’s Cookie for `private-*` and `presence-*` channels; unset, those channels are refused',
+    ['http:', 'https:'],
+  ),
+  echoAuthTimeout: seconds(
+    'PUSHRELAY_ECHO_AUTH_TIMEOUT_SECONDS',
+    'how long a call to `PUSHRELAY_ECHO_AUTH_URL` may take before the subscription is refused (`subscription_error` with status 0)',
+    10,
+    0.1,
+    120,
+  ),
+  echoAuthMaxInflight: int(
+    'PUSHRELAY_ECHO_AUTH_MAX_INFLIGHT',
+    'calls to `PUSHRELAY_ECHO_AUTH_URL` one node makes at once; past it a subscription is refused with status 429',
+    256,
+    1,
+    100_000,
+  ),
+  echoAuthMaxPerSocket: int(
+    'PUSHRELAY_ECHO_AUTH_MAX_PER_SOCKET',
+    'calls to `PUSHRELAY_ECHO_AUTH_URL` one socket may have in flight; past it its subscription is refused with status 429',
+    8,
+    1,
+    1000,
+  ),
+  echoRedisPrefix: {
+    env: 'PUSHRELAY_ECHO_REDIS_PREFIX',
+    doc: "take Laravel’s Redis broadcaster: the Redis prefix of the app (`database.redis.options.prefix`, by default `REDIS_PREFIX` = `Str::slug(APP_NAME, '_').'_database_'`); its `{event, data, socket}` on `<prefix><channel>` reaches channel `<channel>`; set but empty means no prefix, unset means off",
+    defaultDoc: '(unset)',
+    keepsEmpty: true,
+    parse: (raw: string | undefined): string | undefined => {
+      if (raw === undefined) return undefined;
+      if (!/^[\x21-\x7e]{0,100}$/.test(raw)) {
+        throw new InvalidValue(`must be 0-100 printable characters without spaces, got "${raw}"`);
+      }
+      return raw;
+    },
+  } satisfies Variable<string | undefined>,
+  echoClients: variable(
+    'PUSHRELAY_ECHO_CLIENTS',
+    'laravel-echo-server’s `clients`: `appId:key` pairs, comma-separated, for its HTTP API (`POST /apps/:appId/events` and the read routes, with `?auth_key=` or `Authorization: Bearer`); empty, the API is not served',
+    '(empty)',
+    (raw): { appId: string; key: string }[] => {
+      if (raw === undefined) return [];
+      return raw
+        .split(',')
+        .map((s) => s.trim())
+        .filter((s) => s !== '')
+        .map((pair) => {
+          const at = pair.indexOf(':');
+          const appId = pair.slice(0, at);
+          const key = pair.slice(at + 1);
+          if (at <= 0 || key === '' || !/^[A-Za-z0-9_.-]{1,100}$/.test(appId)) {
+            throw new InvalidValue(
+              `each entry must be appId:key (appId of A-Z a-z 0-9 _ . -), got "${pair.slice(0, at > 0 ? at : 20)}:..."`,
+            );
+          }
+          return { appId, key };
+        });
+    },
   ),
   console: variable(
     'PUSHRELAY_CONSOLE',

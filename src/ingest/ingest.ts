@@ -15,6 +15,9 @@ import {
 import type { ResultStore, StoredResult } from './results.js';
 import type { PublishBody } from './schema.js';
 
+/** What a Socket.IO socket id looks like (base64url, 20 characters); anything else names no socket and is dropped. */
+const SOCKET_ID_RE = /^[A-Za-z0-9_-]{1,64}$/;
+
 export type PublishSource =
   | 'http'
   | 'batch'
@@ -25,7 +28,11 @@ export type PublishSource =
   /** `XADD <prefix>:publish` (the durable ingest stream). */
   | 'stream'
   | 'actioncable'
-  | 'anycable';
+  | 'anycable'
+  /** Laravel's Redis broadcaster (`PUSHRELAY_ECHO_REDIS_PREFIX`). */
+  | 'laravel'
+  /** laravel-echo-server's HTTP API (`POST /apps/:appId/events`) and Echo whispers. */
+  | 'echo';
 
 /** How a source asks for a publish to be handled. */
 export interface PublishOptions {
@@ -42,6 +49,8 @@ export interface PublishOptions {
    * an empty one to the others, so the offline fallback runs once per publish.
    */
   readonly audience?: readonly string[];
+  /** Socket ids that must not receive the message, wherever they are connected (Laravel's `toOthers()`). */
+  readonly exceptSockets?: readonly string[];
 }
 
 export interface PublishResult {
@@ -71,6 +80,7 @@ interface Plan {
   readonly resultKey: string | undefined;
   /** Digest of what the publish asks for (event, data, targets), kept with its answer: a repeat of its id must match it. */
   readonly digest: string;
+  readonly exceptSockets: readonly string[];
 }
 
 export interface IngestDeps {
@@ -168,6 +178,7 @@ export class Ingest {
       except,
       data,
       audience: options.audience ? [...new Set(options.audience)].filter((u) => !excluded.has(u)) : targeted,
+      exceptSockets: (options.exceptSockets ?? []).filter((id) => SOCKET_ID_RE.test(id)),
       resultKey:
         body.id === undefined
           ? undefined
@@ -203,6 +214,7 @@ export class Ingest {
         data: plan.data,
         ts: Date.now(),
         except: plan.except.length > 0 ? plan.except : undefined,
+        exceptSockets: plan.exceptSockets.length > 0 ? plan.exceptSockets : undefined,
       };
       const targets = plan.broadcast
         ? [BROADCAST_CHANNEL]

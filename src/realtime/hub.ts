@@ -4,10 +4,12 @@ import { DISCONNECTS, type DisconnectReason } from '../errors.js';
 import {
   type Delivery,
   decodePublication,
+  ECHO_ROOM,
   listsMembers,
   type Message,
   type Meta,
   malformedReason,
+  NATIVE_ROOM,
   UNBORN_EPOCH,
   userChannel,
 } from '../ingest/message.js';
@@ -88,6 +90,11 @@ export class Hub {
     adapter.on('delete-room', (room: string) => this.scheduleUnsubscribe(room));
     presence.onEvent((event) => this.notifyPresence(event));
   }
+  /**
+   * Laravel Echo sockets are served too (PUSHRELAY_ECHO=on): every socket is
+   * then in ECHO_ROOM or NATIVE_ROOM, and each front end gets its own shape.
+   */
+  echo = false;
   /** Most entries a recovery may replay (the channel's history size); set by the app. */
   replayLimit: (channel: string) => number = () => 1000;
   /** Seconds a channel's history and position last after its last publish (its history TTL); set by the app. */
@@ -373,6 +380,13 @@ export class Hub {
     state.lastTs = Math.max(state.lastTs, message.ts);
     let target = this.io.local.to(state.name);
     if (message.except && message.except.length > 0) target = target.except(message.except.map(userChannel));
+    if (message.exceptSockets && message.exceptSockets.length > 0)
+      target = target.except([...message.exceptSockets]);
+    if (this.echo) {
+      // Echo sockets take the same message in their own shape: emit(event, channel, data).
+      target.except(NATIVE_ROOM).emit(message.event, state.name, message.data);
+      target = target.except(ECHO_ROOM);
+    }
     target.emit(message.event, message.data, meta(state.name, offset, epoch, message));
     const reached = this.io.of('/').adapter.rooms.get(state.name)?.size ?? 0;
     this.metrics.deliveries.inc(reached);
@@ -509,6 +523,7 @@ export class Hub {
     if (info !== undefined) notice.user_info = info;
     let target = this.io.to(event.channel);
     if (event.socket !== undefined) target = target.except(event.socket);
+    if (this.echo) target = target.except(ECHO_ROOM);
     target.emit(event.type === 'member.added' ? 'pushrelay:join' : 'pushrelay:leave', notice);
   }
 
