@@ -7,17 +7,20 @@ import { createBroker } from './broker/index.js';
 import type { Config } from './config/index.js';
 import { type ErrorCode, RelayError } from './errors.js';
 import { registerAdminRoutes } from './http/admin.js';
+import { registerWebhookAdminRoutes, type WebhookAdmin } from './http/admin-webhooks.js';
 import { registerAssetRoutes } from './http/assets.js';
 import { registerPublisherAuth } from './http/auth.js';
 import { registerBodyParsers } from './http/body.js';
 import { registerErrorHandlers } from './http/errors.js';
 import { registerHealthRoutes } from './http/health.js';
 import { registerHistoryRoutes } from './http/history.js';
+import { registerIngestDeadRoutes } from './http/ingest-dead.js';
 import { registerLegacyRoutes } from './http/legacy.js';
 import { registerNodeRoutes } from './http/nodes.js';
 import { MemoryNonceStore, RedisNonceStore } from './http/nonces.js';
 import { registerPresenceRoutes } from './http/presence.js';
 import { registerPublishRoutes } from './http/publish.js';
+import { registerStatsRoutes } from './http/stats.js';
 import { registerTailRoutes } from './http/tail.js';
 import type { HttpApp } from './http/types.js';
 import { Ingest } from './ingest/ingest.js';
@@ -27,6 +30,7 @@ import { MemoryResultStore, RedisResultStore } from './ingest/results.js';
 import { compile } from './ingest/schema.js';
 import { type Sources, wireSources } from './ingest/sources/index.js';
 import { counterTotal, createMetrics, type Metrics } from './metrics/index.js';
+import { Sampler } from './metrics/samples.js';
 import { createPresence, type LocalMembership, presenceChannels } from './presence/index.js';
 import { watchSlowConsumers } from './realtime/backpressure.js';
 import { UserControl } from './realtime/control.js';
@@ -72,7 +76,14 @@ const DRAIN_BATCHES_PER_SECOND = 10;
  * HTTP server, the broker, presence and idempotency stores of its mode, and
  * every route. Never listens: main.ts and the tests do.
  */
-export async function buildApp(config: Config, options: { logger?: Logger } = {}): Promise<Relay> {
+export async function buildApp(
+  config: Config,
+  options: {
+    logger?: Logger;
+    /** The webhook queue's operator side; without it the console shows "webhooks not configured". */
+    webhookAdmin?: WebhookAdmin;
+  } = {},
+): Promise<Relay> {
   const log = options.logger ?? pino({ level: config.logLevel, base: { node: config.nodeId } });
   const metrics = createMetrics();
   const names = redisNames(config.prefix);
@@ -277,6 +288,17 @@ export async function buildApp(config: Config, options: { logger?: Logger } = {}
   registerHealthRoutes(http, { metrics, nodeId: config.nodeId, mode: config.mode, notReady });
   registerNodeRoutes(http, presence, { nodeId: config.nodeId, mode: config.mode });
   registerTailRoutes(http, config);
+  const sampler = wireConsoleRoutes(http, {
+    config,
+    presence,
+    metrics,
+    log,
+    names,
+    command: redis?.command,
+    sockets: () => nsp.sockets.size,
+    draining: () => draining,
+    webhookAdmin: options.webhookAdmin,
+  });
   registerAssetRoutes(http, { console: config.console });
   const redisTarget = config.redis;
   const sources = wireSources({
@@ -372,6 +394,7 @@ export async function buildApp(config: Config, options: { logger?: Logger } = {}
       closed ??= (async () => {
         draining = true;
         hub.close();
+        sampler.stop();
         stopWatchingConsumers();
         webhook?.close();
         await sources.stop();
@@ -399,6 +422,61 @@ export async function buildApp(config: Config, options: { logger?: Logger } = {}
     },
   };
   return relay;
+}
+
+/** The console's data: per-node samples for the charts, and the dead letters of the ingest stream and webhooks. */
+function wireConsoleRoutes(
+  http: HttpApp,
+  deps: {
+    config: Config;
+    presence: Parameters<typeof registerStatsRoutes>[1]['presence'];
+    metrics: Metrics;
+    log: Logger;
+    names: ReturnType<typeof redisNames>;
+    command: Redis | undefined;
+    sockets: () => number;
+    draining: () => boolean;
+    webhookAdmin: WebhookAdmin | undefined;
+  },
+): Sampler {
+  const { config, metrics, log, names, command, webhookAdmin } = deps;
+  const intervalMs = config.statsIntervalSeconds * 1000;
+  const sampler = new Sampler({
+    metrics,
+    intervalMs,
+    nodeId: config.nodeId,
+    sockets: deps.sockets,
+    draining: deps.draining,
+    webhookQueue: webhookAdmin
+      ? async () => {
+          const s = await webhookAdmin.stats();
+          return s.queued + s.retrying;
+        }
+      : undefined,
+    redis: command ? { command, key: names.stats(config.nodeId) } : undefined,
+    log,
+  });
+  sampler.start();
+  const redis = command ? { command, names } : undefined;
+  registerStatsRoutes(http, {
+    presence: deps.presence,
+    sampler,
+    nodeId: config.nodeId,
+    mode: config.mode,
+    intervalMs,
+    redis,
+  });
+  registerIngestDeadRoutes(http, {
+    redis,
+    streams: {
+      stream: { stream: names.ingest, field: 'body' },
+      ...(config.anycable ? { anycable: { stream: config.anycableChannel, field: 'payload' } } : {}),
+    },
+    metrics,
+    log,
+  });
+  registerWebhookAdminRoutes(http, { admin: webhookAdmin, metrics, log });
+  return sampler;
 }
 
 function sleep(ms: number): Promise<void> {

@@ -581,6 +581,13 @@ export const schema = {
     'PUSHRELAY_ANYCABLE_BROADCAST_KEY',
     'AnyCable’s `broadcast_key`: `POST /_broadcast` needs `Authorization: Bearer <it>`; unset, the route is not served',
   ),
+  statsIntervalSeconds: int(
+    'PUSHRELAY_STATS_INTERVAL_SECONDS',
+    'how often each node samples its own rates for the console charts (`GET /v1/admin/stats`); the last 15 minutes of samples are kept, in Redis in a cluster',
+    5,
+    1,
+    60,
+  ),
   console: variable(
     'PUSHRELAY_CONSOLE',
     'serve the web console at `/console` (`on` or `off`); its data needs a publisher key either way',
