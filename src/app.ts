@@ -7,6 +7,7 @@ import { createBroker, dropReporter } from './broker/index.js';
 import type { Config } from './config/index.js';
 import { type ErrorCode, RelayError } from './errors.js';
 import { registerAdminRoutes } from './http/admin.js';
+import { registerWebhookAdminRoutes, type WebhookAdmin } from './http/admin-webhooks.js';
 import { registerAssetRoutes } from './http/assets.js';
 import { registerPublisherAuth } from './http/auth.js';
 import { registerBodyParsers } from './http/body.js';
@@ -14,11 +15,13 @@ import { registerEchoRoutes } from './http/echo.js';
 import { registerErrorHandlers } from './http/errors.js';
 import { registerHealthRoutes } from './http/health.js';
 import { registerHistoryRoutes } from './http/history.js';
+import { registerIngestDeadRoutes } from './http/ingest-dead.js';
 import { registerLegacyRoutes } from './http/legacy.js';
 import { registerNodeRoutes } from './http/nodes.js';
 import { MemoryNonceStore, RedisNonceStore } from './http/nonces.js';
 import { registerPresenceRoutes } from './http/presence.js';
 import { registerPublishRoutes } from './http/publish.js';
+import { registerStatsRoutes } from './http/stats.js';
 import { registerTailRoutes } from './http/tail.js';
 import { applyServerTimeouts, clientErrorHandler } from './http/timeouts.js';
 import type { HttpApp } from './http/types.js';
@@ -29,6 +32,7 @@ import { MemoryResultStore, RedisResultStore } from './ingest/results.js';
 import { compile } from './ingest/schema.js';
 import { type Sources, wireSources } from './ingest/sources/index.js';
 import { counterTotal, createMetrics, type Metrics } from './metrics/index.js';
+import { Sampler } from './metrics/samples.js';
 import { createPresence, type LocalMembership, presenceChannels } from './presence/index.js';
 import { watchSlowConsumers } from './realtime/backpressure.js';
 import { UserControl } from './realtime/control.js';
@@ -40,6 +44,7 @@ import { attachRealtime, createSocketServer, originAllowed } from './realtime/se
 import { createTokenVerifier } from './realtime/tokens.js';
 import { countMessages, createRedis, isReady, type Redis } from './redis/client.js';
 import { redisNames } from './redis/keys.js';
+import { consoleWebhookAdmin } from './webhooks/console.js';
 import { wireWebhooks } from './webhooks/index.js';
 
 export interface Relay {
@@ -82,7 +87,14 @@ const DRAIN_HTTP_QUIET_MS = 1000;
  * HTTP server, the broker, presence and idempotency stores of its mode, and
  * every route. Never listens: main.ts and the tests do.
  */
-export async function buildApp(config: Config, options: { logger?: Logger } = {}): Promise<Relay> {
+export async function buildApp(
+  config: Config,
+  options: {
+    logger?: Logger;
+    /** The webhook queue's operator side; without it the console shows "webhooks not configured". */
+    webhookAdmin?: WebhookAdmin;
+  } = {},
+): Promise<Relay> {
   const log = options.logger ?? pino({ level: config.logLevel, base: { node: config.nodeId } });
   const metrics = createMetrics();
   const names = redisNames(config.prefix);
@@ -310,6 +322,17 @@ export async function buildApp(config: Config, options: { logger?: Logger } = {}
     cluster: redis !== undefined,
     maxJsonDepth: config.maxJsonDepth,
   });
+  const sampler = wireConsoleRoutes(http, {
+    config,
+    presence,
+    metrics,
+    log,
+    names,
+    command: redis?.command,
+    sockets: () => nsp.sockets.size,
+    draining: () => draining,
+    webhookAdmin: options.webhookAdmin ?? (webhooks ? consoleWebhookAdmin(webhooks.admin) : undefined),
+  });
   registerAssetRoutes(http, { console: config.console });
   const redisTarget = config.redis;
   const sources = wireSources({
@@ -422,6 +445,7 @@ export async function buildApp(config: Config, options: { logger?: Logger } = {}
       closed ??= (async () => {
         draining = true;
         hub.close();
+        sampler.stop();
         stopWatchingConsumers();
         webhooks?.close();
         await sources.stop();
@@ -449,6 +473,61 @@ export async function buildApp(config: Config, options: { logger?: Logger } = {}
     },
   };
   return relay;
+}
+
+/** The console's data: per-node samples for the charts, and the dead letters of the ingest stream and webhooks. */
+function wireConsoleRoutes(
+  http: HttpApp,
+  deps: {
+    config: Config;
+    presence: Parameters<typeof registerStatsRoutes>[1]['presence'];
+    metrics: Metrics;
+    log: Logger;
+    names: ReturnType<typeof redisNames>;
+    command: Redis | undefined;
+    sockets: () => number;
+    draining: () => boolean;
+    webhookAdmin: WebhookAdmin | undefined;
+  },
+): Sampler {
+  const { config, metrics, log, names, command, webhookAdmin } = deps;
+  const intervalMs = config.statsIntervalSeconds * 1000;
+  const sampler = new Sampler({
+    metrics,
+    intervalMs,
+    nodeId: config.nodeId,
+    sockets: deps.sockets,
+    draining: deps.draining,
+    webhookQueue: webhookAdmin
+      ? async () => {
+          const s = await webhookAdmin.stats();
+          return s.queued + s.retrying;
+        }
+      : undefined,
+    redis: command ? { command, key: names.stats(config.nodeId) } : undefined,
+    log,
+  });
+  sampler.start();
+  const redis = command ? { command, names } : undefined;
+  registerStatsRoutes(http, {
+    presence: deps.presence,
+    sampler,
+    nodeId: config.nodeId,
+    mode: config.mode,
+    intervalMs,
+    redis,
+  });
+  registerIngestDeadRoutes(http, {
+    redis,
+    streams: {
+      stream: { stream: names.ingest, field: 'body' },
+      ...(config.anycable ? { anycable: { stream: config.anycableChannel, field: 'payload' } } : {}),
+    },
+    metrics,
+    log,
+  });
+  registerWebhookAdminRoutes(http, { admin: webhookAdmin, metrics, log });
+  return sampler;
 }
 
 function sleep(ms: number): Promise<void> {

@@ -797,6 +797,13 @@ export const schema = {
         });
     },
   ),
+  statsIntervalSeconds: int(
+    'PUSHRELAY_STATS_INTERVAL_SECONDS',
+    'how often each node samples its own rates for the console charts (`GET /v1/admin/stats`); the last 15 minutes of samples are kept, in Redis in a cluster',
+    5,
+    1,
+    60,
+  ),
   console: variable(
     'PUSHRELAY_CONSOLE',
     'serve the web console at `/console` (`on` or `off`); its data needs a publisher key either way',

@@ -305,6 +305,12 @@ export function createMetrics() {
       help: 'While draining, sockets this node has yet to disconnect',
       registers: [registry],
     }),
+    consoleActions: new Counter({
+      name: 'pushrelay_console_actions_total',
+      help: 'Dead-letter actions taken by admin keys (console or API), by action (retry, discard) and queue (ingest, webhooks)',
+      labelNames: ['action', 'queue'] as const,
+      registers: [registry],
+    }),
     drainActive: new Gauge({
       name: 'pushrelay_drain_active',
       help: '1 from SIGTERM (or drain()) until the node closes; readiness is 503 meanwhile',
