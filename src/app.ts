@@ -34,6 +34,7 @@ import { type Sources, wireSources } from './ingest/sources/index.js';
 import { counterTotal, createMetrics, type Metrics } from './metrics/index.js';
 import { Sampler } from './metrics/samples.js';
 import { createPresence, type LocalMembership, presenceChannels } from './presence/index.js';
+import { Admission } from './realtime/admission.js';
 import { watchSlowConsumers } from './realtime/backpressure.js';
 import { UserControl } from './realtime/control.js';
 import type { RelayServer } from './realtime/events.js';
@@ -42,7 +43,7 @@ import { fullBucket, take } from './realtime/limits.js';
 import { EchoFrontEnd } from './realtime/protocols/echo/index.js';
 import { attachRealtime, createSocketServer, originAllowed } from './realtime/server.js';
 import { createTokenVerifier } from './realtime/tokens.js';
-import { countMessages, createRedis, isReady, type Redis } from './redis/client.js';
+import { countMessages, createRedis, isReady, onReset, type Redis } from './redis/client.js';
 import { redisNames } from './redis/keys.js';
 import { consoleWebhookAdmin } from './webhooks/console.js';
 import { wireWebhooks } from './webhooks/index.js';
@@ -127,12 +128,21 @@ export async function buildApp(
 
   let redis: RedisConnections | undefined;
   if (config.redis) {
+    // A hung Redis is noticed within PUSHRELAY_REDIS_TIMEOUT_MS (and a
+    // publish fails at once after that); WAIT may block the command connection longer.
+    const limits = { timeoutMs: config.redisTimeoutMs };
     redis = {
-      command: createRedis(config.redis, 'command', log),
-      subscriber: createRedis(config.redis, 'subscriber', log),
-      adapterSubscriber: createRedis(config.redis, 'adapter-sub', log),
-      ingestSubscriber: createRedis(config.redis, 'ingest', log),
+      command: createRedis(config.redis, 'command', log, {
+        ...limits,
+        blockingMs: config.redisWaitReplicas > 0 ? config.redisWaitMs : 0,
+      }),
+      subscriber: createRedis(config.redis, 'subscriber', log, limits),
+      adapterSubscriber: createRedis(config.redis, 'adapter-sub', log, limits),
+      ingestSubscriber: createRedis(config.redis, 'ingest', log, limits),
     };
+    onReset(redis.subscriber, () => metrics.redisSubscriberResets.inc({ role: 'subscriber' }));
+    onReset(redis.adapterSubscriber, () => metrics.redisSubscriberResets.inc({ role: 'adapter' }));
+    onReset(redis.ingestSubscriber, () => metrics.redisSubscriberResets.inc({ role: 'ingest' }));
     countMessages(redis.subscriber, () => metrics.redisMessages.inc({ role: 'subscriber' }));
     countMessages(redis.adapterSubscriber, () => metrics.redisMessages.inc({ role: 'adapter' }));
     const ingestMessages = metrics.redisMessages.labels({ role: 'ingest' });
@@ -140,24 +150,12 @@ export async function buildApp(
   }
 
   let draining = false;
-  const handshakes = fullBucket(config.connectRate);
-  const io: RelayServer = createSocketServer(
-    http.server,
-    config,
-    (req) => {
-      if (draining) return 'draining';
-      if (!originAllowed(config, req.headers.origin)) return 'origin_not_allowed';
-      // Admission keeps a reconnect storm (a node drained or lost) from toppling the
-      // survivors: refused handshakes are retried by socket.io-client with backoff.
-      if (io.engine.clientsCount >= config.maxConnections) return 'over_capacity';
-      if (!take(handshakes, config.connectRate, config.connectRate)) {
-        metrics.rateLimited.inc({ scope: 'connection' });
-        return 'rate_limited';
-      }
-      return undefined;
-    },
-    metrics,
-  );
+  /** A socket could not be set up without Redis: answer it now rather than leave its handshake hanging. */
+  const redisDown = () => redis !== undefined && !(isReady(redis.command) && isReady(redis.subscriber));
+  // Slots go to authenticated sockets only; what a handshake may do before is bounded per address.
+  const admission = new Admission(() => io, config, metrics, { draining: () => draining, redisDown });
+  const io: RelayServer = createSocketServer(http.server, config, (req) => admission.handshake(req), metrics);
+  admission.watch(io);
   // Sharded pub/sub with a Redis channel per room ('dynamic'): a room's
   // broadcasts (presence notices) reach only the nodes with sockets in it, and
   // no node holds a pattern subscription that every publish is matched against.
@@ -274,7 +272,16 @@ export async function buildApp(
 
   hub.echo = config.echo;
   const echo = config.echo ? new EchoFrontEnd({ io, config, hub, presence, metrics, log }) : undefined;
-  attachRealtime(io, { config, hub, ingest, verify: createTokenVerifier(config), metrics, log, echo });
+  attachRealtime(io, {
+    config,
+    hub,
+    ingest,
+    verify: createTokenVerifier(config),
+    metrics,
+    log,
+    echo,
+    admit: (socket) => admission.socket(socket),
+  });
   const stopWatchingConsumers = watchSlowConsumers(io, config.socketBufferBytes, metrics, log);
 
   registerBodyParsers(http, config.maxJsonDepth);
@@ -302,7 +309,7 @@ export async function buildApp(
 
   const notReady = (): ErrorCode | undefined => {
     if (draining) return 'draining';
-    if (redis && !(isReady(redis.command) && isReady(redis.subscriber))) return 'unavailable';
+    if (redisDown()) return 'unavailable';
     return undefined;
   };
   registerPublishRoutes(http, ingest, config.maxJsonDepth);

@@ -508,6 +508,20 @@ export const schema = {
     1,
     10_000_000,
   ),
+  preauthTimeoutMs: int(
+    'PUSHRELAY_PREAUTH_TIMEOUT_MS',
+    'how long a handshake may stay open without authenticating (Socket.IO `connectTimeout`); it holds no connection slot meanwhile',
+    5000,
+    500,
+    60_000,
+  ),
+  preauthPerAddress: int(
+    'PUSHRELAY_PREAUTH_PER_ADDRESS',
+    'handshakes one client address (per PUSHRELAY_TRUST_PROXY) may have open and not yet authenticated; past it its handshakes are refused `rate_limited`, without spending the handshake rate other clients need',
+    128,
+    1,
+    1_000_000,
+  ),
   connectRate: int(
     'PUSHRELAY_CONNECT_RATE',
     'new socket handshakes one node accepts per second (a reconnect storm is spread out, not absorbed at once)',
@@ -655,6 +669,13 @@ export const schema = {
     'how long a publish waits for `PUSHRELAY_REDIS_WAIT_REPLICAS` replicas before answering 503',
     500,
     1,
+    60_000,
+  ),
+  redisTimeoutMs: int(
+    'PUSHRELAY_REDIS_TIMEOUT_MS',
+    'a Redis that answers neither a command nor the PING sent every half second within this many ms counts as unavailable: `/readyz` 503, `pushrelay_redis_connected` 0, publishes 503 at once, new sockets refused (a hung Redis keeps its connections open)',
+    2000,
+    100,
     60_000,
   ),
   presenceTtl: int(

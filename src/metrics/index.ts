@@ -175,12 +175,18 @@ export function createMetrics() {
     }),
     redisConnected: new Gauge({
       name: 'pushrelay_redis_connected',
-      help: '1 when the Redis connection of this role is ready (cluster mode)',
+      help: '1 when the Redis connection of this role is ready and answering (cluster mode); 0 while it is down or has not answered within PUSHRELAY_REDIS_TIMEOUT_MS',
       labelNames: ['role'] as const,
       registers: [registry],
       collect() {
         for (const [role, up] of Object.entries(probes.redisReady?.() ?? {})) this.set({ role }, up ? 1 : 0);
       },
+    }),
+    redisSubscriberResets: new Counter({
+      name: 'pushrelay_redis_subscriber_resets_total',
+      help: 'Times a Redis pub/sub connection of this node went down while up (Redis closed it at its pub/sub output-buffer limit, CLIENT KILL, a restart), by role: deliveries (subscriber) are caught up from history once it is back; raw ingest pub/sub (ingest) and adapter traffic sent meanwhile are lost',
+      labelNames: ['role'] as const,
+      registers: [registry],
     }),
     redisMessages: new Counter({
       name: 'pushrelay_redis_messages_received_total',
@@ -290,7 +296,7 @@ export function createMetrics() {
     }),
     rateLimited: new Counter({
       name: 'pushrelay_ratelimit_rejections_total',
-      help: 'Requests refused by a rate limit, by scope (publisher, socket, connection)',
+      help: 'Requests refused by a rate limit, by scope (publisher, socket, connection: the node handshake rate, address: unauthenticated handshakes of one client address)',
       labelNames: ['scope'] as const,
       registers: [registry],
     }),

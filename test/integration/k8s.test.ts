@@ -374,6 +374,7 @@ describe('the Grafana dashboard and the alerts', () => {
       'pushrelay_delivery_latency_seconds',
       'pushrelay_ingest_lag_seconds',
       'pushrelay_delivery_unrecoverable_gaps_total',
+      'pushrelay_redis_subscriber_resets_total',
       'pushrelay_drain_active',
     ]) {
       expect(alerted, name).toContain(name);
