@@ -79,8 +79,9 @@ export function loadConfig(env: Env, options: LoadOptions = {}): Config {
   const values: Record<string, unknown> = {};
   for (const [key, v] of Object.entries(schema)) {
     const raw = env[v.env];
+    const keepsEmpty = 'keepsEmpty' in v && v.keepsEmpty === true;
     try {
-      values[key] = v.parse(raw === undefined || raw.trim() === '' ? undefined : raw.trim());
+      values[key] = v.parse(raw === undefined || (raw.trim() === '' && !keepsEmpty) ? undefined : raw.trim());
     } catch (err) {
       if (!(err instanceof InvalidValue)) throw err;
       problems.push(`${v.env}: ${err.message}`);
@@ -116,6 +117,11 @@ export function loadConfig(env: Env, options: LoadOptions = {}): Config {
       'PUSHRELAY_OFFLINE_WEBHOOK_SECRET: required with PUSHRELAY_OFFLINE_WEBHOOK (the app verifies calls with it)',
     );
   }
+  if (s.webhooks.length > 0 && s.webhookSecret === undefined) {
+    problems.push(
+      'PUSHRELAY_WEBHOOK_SECRET: required with PUSHRELAY_WEBHOOKS (receivers verify calls with it)',
+    );
+  }
   if (s.actioncablePrefix !== undefined) {
     if (!s.redis) problems.push('PUSHRELAY_ACTIONCABLE_PREFIX: needs REDIS_URL (Rails publishes on Redis)');
     const ours = `${s.prefix}:`;
@@ -124,6 +130,20 @@ export function loadConfig(env: Env, options: LoadOptions = {}): Config {
       problems.push(
         `PUSHRELAY_ACTIONCABLE_PREFIX: "${s.actioncablePrefix}" overlaps PUSHRELAY_PREFIX "${s.prefix}" (Rails' channels would mix with the relay's own); give cable.yml its own channel_prefix`,
       );
+    }
+  }
+  if (s.echoRedisPrefix !== undefined && !s.redis) {
+    problems.push('PUSHRELAY_ECHO_REDIS_PREFIX: needs REDIS_URL (Laravel broadcasts on Redis)');
+  }
+  if (s.echoAuthUrl !== undefined && !s.echo) {
+    problems.push(
+      'PUSHRELAY_ECHO_AUTH_URL: needs PUSHRELAY_ECHO=on (only Echo sockets are authorized by the app)',
+    );
+  }
+  if (production) {
+    for (const c of s.echoClients) {
+      const weak = weakSecret(c.key);
+      if (weak) problems.push(`PUSHRELAY_ECHO_CLIENTS: the key of app "${c.appId}" ${weak}`);
     }
   }
   if (s.anycable) {
@@ -159,6 +179,8 @@ export function loadConfig(env: Env, options: LoadOptions = {}): Config {
     if (weakJwt) problems.push(`PUSHRELAY_JWT_SECRET: ${weakJwt}`);
     const weakHook = s.offlineWebhookSecret === undefined ? undefined : weakSecret(s.offlineWebhookSecret);
     if (weakHook) problems.push(`PUSHRELAY_OFFLINE_WEBHOOK_SECRET: ${weakHook}`);
+    const weakHooks = s.webhookSecret === undefined ? undefined : weakSecret(s.webhookSecret);
+    if (weakHooks) problems.push(`PUSHRELAY_WEBHOOK_SECRET: ${weakHooks}`);
     if (s.corsOrigins.length === 0 || s.corsOrigins.includes('*')) {
       problems.push(
         'PUSHRELAY_CORS_ORIGINS: production needs an explicit list of browser origins (not empty, not *); it is what stops cross-site WebSocket hijacking',

@@ -1,4 +1,5 @@
 import { isIP } from 'node:net';
+import { WEBHOOK_EVENT_TYPES, type WebhookEventType } from '../webhooks/types.js';
 
 // The environment, as one schema. Every variable the relay reads is declared
 // here once, with its parser, its default and the sentence the README shows;
@@ -15,8 +16,10 @@ export interface Variable<T> {
   readonly doc: string;
   /** The default as the README shows it. */
   readonly defaultDoc: string;
-  /** `raw` is undefined when the variable is unset or empty. */
+  /** `raw` is undefined when the variable is unset or empty (or only unset, with `keepsEmpty`). */
   readonly parse: (raw: string | undefined) => T;
+  /** An empty value means something (PUSHRELAY_ECHO_REDIS_PREFIX: no prefix), so it is not read as unset. */
+  readonly keepsEmpty?: boolean;
 }
 
 function variable<T>(env: string, doc: string, defaultDoc: string, parse: (raw: string | undefined) => T) {
@@ -561,6 +564,85 @@ export const schema = {
     'PUSHRELAY_OFFLINE_WEBHOOK_SECRET',
     'secret signing offline webhook calls (required with PUSHRELAY_OFFLINE_WEBHOOK)',
   ),
+  webhooks: variable(
+    'PUSHRELAY_WEBHOOKS',
+    'lifecycle webhook receiver URLs, comma-separated; each gets every event kind of `PUSHRELAY_WEBHOOK_EVENTS`, signed with `PUSHRELAY_WEBHOOK_SECRET`',
+    '(none)',
+    (raw): URL[] => {
+      if (raw === undefined) return [];
+      return raw
+        .split(',')
+        .map((s) => s.trim())
+        .filter((s) => s !== '')
+        .map((s) => {
+          let u: URL;
+          try {
+            u = new URL(s);
+          } catch {
+            throw new InvalidValue(`must be http: or https: URLs, got "${s}"`);
+          }
+          if (u.protocol !== 'http:' && u.protocol !== 'https:')
+            throw new InvalidValue(`must be http: or https: URLs, got "${u.protocol}"`);
+          return u;
+        });
+    },
+  ),
+  webhookEvents: variable(
+    'PUSHRELAY_WEBHOOK_EVENTS',
+    'event kinds sent to `PUSHRELAY_WEBHOOKS`, comma-separated: `user.online`, `user.offline`, `channel.occupied`, `channel.vacated`, `member.added`, `member.removed`, `message.undelivered`',
+    '(all)',
+    (raw): WebhookEventType[] => {
+      if (raw === undefined) return [...WEBHOOK_EVENT_TYPES];
+      const kinds = raw
+        .split(',')
+        .map((s) => s.trim())
+        .filter((s) => s !== '');
+      for (const k of kinds) {
+        if (!(WEBHOOK_EVENT_TYPES as readonly string[]).includes(k))
+          throw new InvalidValue(`unknown event kind "${k}" (known: ${WEBHOOK_EVENT_TYPES.join(', ')})`);
+      }
+      return kinds as WebhookEventType[];
+    },
+  ),
+  webhookSecret: optional(
+    'PUSHRELAY_WEBHOOK_SECRET',
+    'secret signing every lifecycle webhook call (required with `PUSHRELAY_WEBHOOKS`)',
+  ),
+  webhookDebounceSeconds: seconds(
+    'PUSHRELAY_WEBHOOK_DEBOUNCE_SECONDS',
+    'a user (or channel, or member) gone and back within this time produces no `offline`/`online` (`vacated`/`occupied`, `removed`/`added`) pair; those events are sent this much later',
+    5,
+    0,
+    3600,
+  ),
+  webhookTimeoutSeconds: seconds(
+    'PUSHRELAY_WEBHOOK_TIMEOUT_SECONDS',
+    'a webhook call not answered within this time is retried',
+    10,
+    1,
+    120,
+  ),
+  webhookRetrySeconds: seconds(
+    'PUSHRELAY_WEBHOOK_RETRY_SECONDS',
+    'how long webhook events are retried (backoff with jitter, up to 5 minutes apart) before they go to the dead letters',
+    86_400,
+    1,
+    30 * 86_400,
+  ),
+  webhookMaxQueueBytes: int(
+    'PUSHRELAY_WEBHOOK_MAX_QUEUE_BYTES',
+    'bytes of undelivered-message webhook events (offline webhook and `message.undelivered`, which carry the message) queued at once, in memory or in Redis; past it new ones are refused and counted',
+    64 * 1024 * 1024,
+    1024,
+    16 * 1024 * 1024 * 1024,
+  ),
+  webhookDeadLetters: int(
+    'PUSHRELAY_WEBHOOK_DEAD_LETTERS',
+    'webhook dead letters kept (each one key’s events given up on); the oldest go first',
+    10_000,
+    1,
+    1_000_000,
+  ),
   redisWaitReplicas: int(
     'PUSHRELAY_REDIS_WAIT_REPLICAS',
     'replicas that must hold a publish before it is answered 2xx and fanned out (Redis `WAIT`); 0 answers once the master has it',
@@ -642,6 +724,85 @@ export const schema = {
   anycableBroadcastKey: optional(
     'PUSHRELAY_ANYCABLE_BROADCAST_KEY',
     'AnyCable’s `broadcast_key`: `POST /_broadcast` needs `Authorization: Bearer <it>`; unset, the route is not served',
+  ),
+  echo: variable(
+    'PUSHRELAY_ECHO',
+    'accept Laravel Echo’s Socket.IO protocol (`on` or `off`): tokenless sockets, `subscribe`/`unsubscribe {channel, auth}`, events as `emit(event, channel, data)`, whispers, `presence:*` (see "Coming from laravel-echo-server")',
+    'off',
+    (raw): boolean => {
+      if (raw === undefined || raw === 'off') return false;
+      if (raw === 'on') return true;
+      throw new InvalidValue(`must be on or off, got "${raw}"`);
+    },
+  ),
+  echoAuthUrl: url(
+    'PUSHRELAY_ECHO_AUTH_URL',
+    'the Laravel app’s channel auth endpoint (`https://app.example/broadcasting/auth`), POSTed `channel_name` and `socket_id` with the browser’s Cookie for `private-*` and `presence-*` channels; unset, those channels are refused',
+    ['http:', 'https:'],
+  ),
+  echoAuthTimeout: seconds(
+    'PUSHRELAY_ECHO_AUTH_TIMEOUT_SECONDS',
+    'how long a call to `PUSHRELAY_ECHO_AUTH_URL` may take before the subscription is refused (`subscription_error` with status 0)',
+    10,
+    0.1,
+    120,
+  ),
+  echoAuthMaxInflight: int(
+    'PUSHRELAY_ECHO_AUTH_MAX_INFLIGHT',
+    'calls to `PUSHRELAY_ECHO_AUTH_URL` one node makes at once; past it a subscription is refused with status 429',
+    256,
+    1,
+    100_000,
+  ),
+  echoAuthMaxPerSocket: int(
+    'PUSHRELAY_ECHO_AUTH_MAX_PER_SOCKET',
+    'calls to `PUSHRELAY_ECHO_AUTH_URL` one socket may have in flight; past it its subscription is refused with status 429',
+    8,
+    1,
+    1000,
+  ),
+  echoRedisPrefix: {
+    env: 'PUSHRELAY_ECHO_REDIS_PREFIX',
+    doc: "take Laravel’s Redis broadcaster: the Redis prefix of the app (`database.redis.options.prefix`, by default `REDIS_PREFIX` = `Str::slug(APP_NAME, '_').'_database_'`); its `{event, data, socket}` on `<prefix><channel>` reaches channel `<channel>`; set but empty means no prefix, unset means off",
+    defaultDoc: '(unset)',
+    keepsEmpty: true,
+    parse: (raw: string | undefined): string | undefined => {
+      if (raw === undefined) return undefined;
+      if (!/^[\x21-\x7e]{0,100}$/.test(raw)) {
+        throw new InvalidValue(`must be 0-100 printable characters without spaces, got "${raw}"`);
+      }
+      return raw;
+    },
+  } satisfies Variable<string | undefined>,
+  echoClients: variable(
+    'PUSHRELAY_ECHO_CLIENTS',
+    'laravel-echo-server’s `clients`: `appId:key` pairs, comma-separated, for its HTTP API (`POST /apps/:appId/events` and the read routes, with `?auth_key=` or `Authorization: Bearer`); empty, the API is not served',
+    '(empty)',
+    (raw): { appId: string; key: string }[] => {
+      if (raw === undefined) return [];
+      return raw
+        .split(',')
+        .map((s) => s.trim())
+        .filter((s) => s !== '')
+        .map((pair) => {
+          const at = pair.indexOf(':');
+          const appId = pair.slice(0, at);
+          const key = pair.slice(at + 1);
+          if (at <= 0 || key === '' || !/^[A-Za-z0-9_.-]{1,100}$/.test(appId)) {
+            throw new InvalidValue(
+              `each entry must be appId:key (appId of A-Z a-z 0-9 _ . -), got "${pair.slice(0, at > 0 ? at : 20)}:..."`,
+            );
+          }
+          return { appId, key };
+        });
+    },
+  ),
+  statsIntervalSeconds: int(
+    'PUSHRELAY_STATS_INTERVAL_SECONDS',
+    'how often each node samples its own rates for the console charts (`GET /v1/admin/stats`); the last 15 minutes of samples are kept, in Redis in a cluster',
+    5,
+    1,
+    60,
   ),
   console: variable(
     'PUSHRELAY_CONSOLE',

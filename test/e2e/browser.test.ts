@@ -126,7 +126,7 @@ describe('in Chromium', () => {
     await page.fill('#presence-target', 'order:7');
     await page.click('#presence-form button');
     await page.locator('#presence-summary', { hasText: '1 user(s), 1 socket(s) in order:7' }).waitFor();
-    expect(await page.locator('#presence-users li').allTextContents()).toEqual(['console@app (1)']);
+    expect(await page.locator('#presence-users tr').allTextContents()).toEqual(['console@app1–']);
     await page.screenshot({ path: `${SCREENSHOTS}/console.png`, fullPage: true });
     await page.close();
   });

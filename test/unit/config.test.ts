@@ -371,3 +371,56 @@ describe('configuration of the Redis ingest sources', () => {
     );
   });
 });
+
+describe('configuration of Laravel Echo compatibility', () => {
+  const redis = { REDIS_URL: 'redis://127.0.0.1:6379' };
+
+  it('tells an empty Redis prefix (no prefix) from an unset one (off)', () => {
+    expect(loadConfig({ ...redis, PUSHRELAY_ECHO_REDIS_PREFIX: '' }).echoRedisPrefix).toBe('');
+    expect(loadConfig({ ...redis, PUSHRELAY_ECHO_REDIS_PREFIX: 'laravel_database_' }).echoRedisPrefix).toBe(
+      'laravel_database_',
+    );
+    expect(loadConfig(redis).echoRedisPrefix).toBeUndefined();
+    // Other variables still read empty as unset.
+    expect(loadConfig({ ...redis, PUSHRELAY_ACTIONCABLE_PREFIX: '' }).actioncablePrefix).toBeUndefined();
+  });
+
+  it('reads the Echo settings with safe defaults', () => {
+    const c = loadConfig({
+      PUSHRELAY_ECHO: 'on',
+      PUSHRELAY_ECHO_AUTH_URL: 'https://shop.example/broadcasting/auth',
+      PUSHRELAY_ECHO_CLIENTS: 'shop:key-one, admin:key:with:colons',
+    });
+    expect(c).toMatchObject({
+      echo: true,
+      echoAuthTimeout: 10,
+      echoAuthMaxInflight: 256,
+      echoAuthMaxPerSocket: 8,
+      echoClients: [
+        { appId: 'shop', key: 'key-one' },
+        { appId: 'admin', key: 'key:with:colons' },
+      ],
+    });
+    expect(c.echoAuthUrl?.href).toBe('https://shop.example/broadcasting/auth');
+    expect(loadConfig({})).toMatchObject({ echo: false, echoAuthUrl: undefined, echoClients: [] });
+  });
+
+  it('refuses bad Echo settings, naming the variable', () => {
+    expect(problems({ PUSHRELAY_ECHO: 'yes' })).toEqual(['PUSHRELAY_ECHO: must be on or off, got "yes"']);
+    expect(problems({ PUSHRELAY_ECHO_REDIS_PREFIX: 'laravel_' })).toEqual([
+      'PUSHRELAY_ECHO_REDIS_PREFIX: needs REDIS_URL (Laravel broadcasts on Redis)',
+    ]);
+    expect(problems({ PUSHRELAY_ECHO_AUTH_URL: 'https://shop.example/broadcasting/auth' })[0]).toMatch(
+      /^PUSHRELAY_ECHO_AUTH_URL: needs PUSHRELAY_ECHO=on/,
+    );
+    expect(problems({ PUSHRELAY_ECHO: 'on', PUSHRELAY_ECHO_AUTH_URL: 'ftp://x' })[0]).toMatch(
+      /^PUSHRELAY_ECHO_AUTH_URL: must use http: or https:/,
+    );
+    expect(problems({ PUSHRELAY_ECHO_CLIENTS: 'nokey' })[0]).toMatch(
+      /^PUSHRELAY_ECHO_CLIENTS: each entry must be appId:key/,
+    );
+    expect(problems({ ...production, PUSHRELAY_ECHO_CLIENTS: 'shop:short' })).toContain(
+      'PUSHRELAY_ECHO_CLIENTS: the key of app "shop" is shorter than 32 characters',
+    );
+  });
+});
