@@ -387,8 +387,11 @@ export async function buildApp(
         publisherKey: config.generated.key?.name,
         publisherSecret: config.generated.key?.secret,
         jwtSecret: config.generated.jwtSecret,
+        ...(config.generated.file ? { file: config.generated.file } : {}),
       },
-      'development mode: no PUSHRELAY_KEYS / PUSHRELAY_JWT_SECRET set, so these were generated for this run only; set them (and NODE_ENV=production) for real use',
+      config.generated.file
+        ? `development mode: no PUSHRELAY_KEYS / PUSHRELAY_JWT_SECRET set, so these are used, kept in ${config.generated.file} for every development node started in this directory (standalone or with REDIS_URL); set them (and NODE_ENV=production) for real use`
+        : 'development mode: no PUSHRELAY_KEYS / PUSHRELAY_JWT_SECRET set, so these were generated for this run only; set them (and NODE_ENV=production) for real use',
     );
   }
   log.info({ mode: config.mode, node: config.nodeId }, `pushrelay ${config.mode} node built`);
