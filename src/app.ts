@@ -3,40 +3,50 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { createShardedAdapter } from '@socket.io/redis-adapter';
 import Fastify, { LogController } from 'fastify';
 import { type Logger, pino } from 'pino';
-import { createBroker } from './broker/index.js';
+import { createBroker, dropReporter } from './broker/index.js';
 import type { Config } from './config/index.js';
 import { type ErrorCode, RelayError } from './errors.js';
 import { registerAdminRoutes } from './http/admin.js';
+import { registerWebhookAdminRoutes, type WebhookAdmin } from './http/admin-webhooks.js';
 import { registerAssetRoutes } from './http/assets.js';
 import { registerPublisherAuth } from './http/auth.js';
 import { registerBodyParsers } from './http/body.js';
+import { registerEchoRoutes } from './http/echo.js';
 import { registerErrorHandlers } from './http/errors.js';
 import { registerHealthRoutes } from './http/health.js';
 import { registerHistoryRoutes } from './http/history.js';
+import { registerIngestDeadRoutes } from './http/ingest-dead.js';
 import { registerLegacyRoutes } from './http/legacy.js';
 import { registerNodeRoutes } from './http/nodes.js';
 import { MemoryNonceStore, RedisNonceStore } from './http/nonces.js';
 import { registerPresenceRoutes } from './http/presence.js';
 import { registerPublishRoutes } from './http/publish.js';
+import { registerStatsRoutes } from './http/stats.js';
 import { registerTailRoutes } from './http/tail.js';
+import { applyServerTimeouts, clientErrorHandler } from './http/timeouts.js';
 import type { HttpApp } from './http/types.js';
+import { registerWebhookRoutes } from './http/webhooks.js';
 import { Ingest } from './ingest/ingest.js';
 import { listsMembers, USER_NAMESPACE } from './ingest/message.js';
-import { OfflineWebhook } from './ingest/offline-webhook.js';
 import { MemoryResultStore, RedisResultStore } from './ingest/results.js';
 import { compile } from './ingest/schema.js';
 import { type Sources, wireSources } from './ingest/sources/index.js';
 import { counterTotal, createMetrics, type Metrics } from './metrics/index.js';
+import { Sampler } from './metrics/samples.js';
 import { createPresence, type LocalMembership, presenceChannels } from './presence/index.js';
 import { Admission } from './realtime/admission.js';
 import { watchSlowConsumers } from './realtime/backpressure.js';
 import { UserControl } from './realtime/control.js';
 import type { RelayServer } from './realtime/events.js';
 import { disconnect, Hub, memberOf } from './realtime/hub.js';
-import { attachRealtime, createSocketServer } from './realtime/server.js';
+import { fullBucket, take } from './realtime/limits.js';
+import { EchoFrontEnd } from './realtime/protocols/echo/index.js';
+import { attachRealtime, createSocketServer, originAllowed } from './realtime/server.js';
 import { createTokenVerifier } from './realtime/tokens.js';
 import { countMessages, createRedis, isReady, onReset, type Redis } from './redis/client.js';
 import { redisNames } from './redis/keys.js';
+import { consoleWebhookAdmin } from './webhooks/console.js';
+import { wireWebhooks } from './webhooks/index.js';
 
 export interface Relay {
   readonly config: Config;
@@ -78,7 +88,14 @@ const DRAIN_HTTP_QUIET_MS = 1000;
  * HTTP server, the broker, presence and idempotency stores of its mode, and
  * every route. Never listens: main.ts and the tests do.
  */
-export async function buildApp(config: Config, options: { logger?: Logger } = {}): Promise<Relay> {
+export async function buildApp(
+  config: Config,
+  options: {
+    logger?: Logger;
+    /** The webhook queue's operator side; without it the console shows "webhooks not configured". */
+    webhookAdmin?: WebhookAdmin;
+  } = {},
+): Promise<Relay> {
   const log = options.logger ?? pino({ level: config.logLevel, base: { node: config.nodeId } });
   const metrics = createMetrics();
   const names = redisNames(config.prefix);
@@ -93,6 +110,10 @@ export async function buildApp(config: Config, options: { logger?: Logger } = {}
     // period: whatever is still open then is closed, so shutdown cannot hang.
     forceCloseConnections: true,
     routerOptions: { maxParamLength: 512 },
+    // Set on the server again below (applyServerTimeouts); given here so Fastify does not reset them to 0.
+    requestTimeout: config.requestTimeoutMs,
+    keepAliveTimeout: config.keepAliveTimeoutMs,
+    clientErrorHandler: clientErrorHandler(metrics),
     // Only addresses the operator trusts may claim a client address in X-Forwarded-For.
     trustProxy:
       typeof config.trustProxy === 'number'
@@ -103,6 +124,7 @@ export async function buildApp(config: Config, options: { logger?: Logger } = {}
         : config.trustProxy,
   }).withTypeProvider<TypeBoxTypeProvider>() as unknown as HttpApp;
   http.setValidatorCompiler(({ schema }) => compile(schema));
+  applyServerTimeouts(http.server, config);
 
   let redis: RedisConnections | undefined;
   if (config.redis) {
@@ -200,16 +222,25 @@ export async function buildApp(config: Config, options: { logger?: Logger } = {}
     onInfoRefused: () => metrics.presenceInfoDropped.inc(),
     log,
   };
+  const webhooks = wireWebhooks({
+    config,
+    metrics,
+    log,
+    redis: redis ? { command: redis.command, names } : undefined,
+  });
   const presence = redis
     ? createPresence({
         kind: 'redis',
         ...presenceOptions,
+        webhooks: webhooks?.presence,
         redis: redis.command,
         names,
         ttlSeconds: config.presenceTtl,
       })
     : createPresence({ kind: 'memory', ...presenceOptions });
   presence.onEvent((event) => metrics.presenceEvents.inc({ type: event.type }));
+  const dropped = dropReporter(metrics, log);
+  webhooks?.attach(presence);
   const broker = redis
     ? createBroker({
         kind: 'redis',
@@ -220,6 +251,7 @@ export async function buildApp(config: Config, options: { logger?: Logger } = {}
         names,
         log,
         durability: { replicas: config.redisWaitReplicas, timeoutMs: config.redisWaitMs },
+        dropped,
       })
     : createBroker({ kind: 'memory', retention, idempotencyMs });
   const results = redis
@@ -227,21 +259,20 @@ export async function buildApp(config: Config, options: { logger?: Logger } = {}
     : new MemoryResultStore(idempotencyMs);
   const nonces = redis ? new RedisNonceStore(redis.command, names) : new MemoryNonceStore();
 
-  const webhook =
-    config.offlineWebhook && config.offlineWebhookSecret
-      ? new OfflineWebhook(config.offlineWebhook, config.offlineWebhookSecret, config.nodeId, metrics, log)
-      : undefined;
   const ingest = new Ingest({
     broker,
     presence,
     results,
     metrics,
     maxPayloadBytes: config.maxPayloadBytes,
-    onOffline: webhook ? (users, publication) => webhook.notify(users, publication) : undefined,
+    onOffline: webhooks ? (users, publication) => webhooks.undelivered(users, publication) : undefined,
   });
-  const hub = new Hub(io, broker, presence, metrics, log);
+  const hub = new Hub(io, broker, presence, metrics, log, dropped);
   hub.replayLimit = (channel) => Math.max(1, config.namespace(channel).historySize);
+  hub.retentionTtl = (channel) => config.namespace(channel).historyTtl;
 
+  hub.echo = config.echo;
+  const echo = config.echo ? new EchoFrontEnd({ io, config, hub, presence, metrics, log }) : undefined;
   attachRealtime(io, {
     config,
     hub,
@@ -249,6 +280,7 @@ export async function buildApp(config: Config, options: { logger?: Logger } = {}
     verify: createTokenVerifier(config),
     metrics,
     log,
+    echo,
     admit: (socket) => admission.socket(socket),
   });
   const stopWatchingConsumers = watchSlowConsumers(io, config.socketBufferBytes, metrics, log);
@@ -289,6 +321,26 @@ export async function buildApp(config: Config, options: { logger?: Logger } = {}
   registerHealthRoutes(http, { metrics, nodeId: config.nodeId, mode: config.mode, notReady });
   registerNodeRoutes(http, presence, { nodeId: config.nodeId, mode: config.mode });
   registerTailRoutes(http, config);
+  registerWebhookRoutes(http, webhooks?.admin);
+  registerEchoRoutes(http, {
+    clients: config.echoClients,
+    ingest,
+    presence,
+    io,
+    cluster: redis !== undefined,
+    maxJsonDepth: config.maxJsonDepth,
+  });
+  const sampler = wireConsoleRoutes(http, {
+    config,
+    presence,
+    metrics,
+    log,
+    names,
+    command: redis?.command,
+    sockets: () => nsp.sockets.size,
+    draining: () => draining,
+    webhookAdmin: options.webhookAdmin ?? (webhooks ? consoleWebhookAdmin(webhooks.admin) : undefined),
+  });
   registerAssetRoutes(http, { console: config.console });
   const redisTarget = config.redis;
   const sources = wireSources({
@@ -328,6 +380,7 @@ export async function buildApp(config: Config, options: { logger?: Logger } = {}
   }
 
   await http.ready();
+  webhooks?.start();
 
   if (config.generated.key || config.generated.jwtSecret) {
     log.warn(
@@ -335,8 +388,11 @@ export async function buildApp(config: Config, options: { logger?: Logger } = {}
         publisherKey: config.generated.key?.name,
         publisherSecret: config.generated.key?.secret,
         jwtSecret: config.generated.jwtSecret,
+        ...(config.generated.file ? { file: config.generated.file } : {}),
       },
-      'development mode: no PUSHRELAY_KEYS / PUSHRELAY_JWT_SECRET set, so these were generated for this run only; set them (and NODE_ENV=production) for real use',
+      config.generated.file
+        ? `development mode: no PUSHRELAY_KEYS / PUSHRELAY_JWT_SECRET set, so these are used, kept in ${config.generated.file} for every development node started in this directory (standalone or with REDIS_URL); set them (and NODE_ENV=production) for real use`
+        : 'development mode: no PUSHRELAY_KEYS / PUSHRELAY_JWT_SECRET set, so these were generated for this run only; set them (and NODE_ENV=production) for real use',
     );
   }
   log.info({ mode: config.mode, node: config.nodeId }, `pushrelay ${config.mode} node built`);
@@ -400,8 +456,9 @@ export async function buildApp(config: Config, options: { logger?: Logger } = {}
       closed ??= (async () => {
         draining = true;
         hub.close();
+        sampler.stop();
         stopWatchingConsumers();
-        webhook?.close();
+        webhooks?.close();
         await sources.stop();
         for (const socket of nsp.sockets.values()) socket.disconnect(true);
         io.engine.close();
@@ -427,6 +484,61 @@ export async function buildApp(config: Config, options: { logger?: Logger } = {}
     },
   };
   return relay;
+}
+
+/** The console's data: per-node samples for the charts, and the dead letters of the ingest stream and webhooks. */
+function wireConsoleRoutes(
+  http: HttpApp,
+  deps: {
+    config: Config;
+    presence: Parameters<typeof registerStatsRoutes>[1]['presence'];
+    metrics: Metrics;
+    log: Logger;
+    names: ReturnType<typeof redisNames>;
+    command: Redis | undefined;
+    sockets: () => number;
+    draining: () => boolean;
+    webhookAdmin: WebhookAdmin | undefined;
+  },
+): Sampler {
+  const { config, metrics, log, names, command, webhookAdmin } = deps;
+  const intervalMs = config.statsIntervalSeconds * 1000;
+  const sampler = new Sampler({
+    metrics,
+    intervalMs,
+    nodeId: config.nodeId,
+    sockets: deps.sockets,
+    draining: deps.draining,
+    webhookQueue: webhookAdmin
+      ? async () => {
+          const s = await webhookAdmin.stats();
+          return s.queued + s.retrying;
+        }
+      : undefined,
+    redis: command ? { command, key: names.stats(config.nodeId) } : undefined,
+    log,
+  });
+  sampler.start();
+  const redis = command ? { command, names } : undefined;
+  registerStatsRoutes(http, {
+    presence: deps.presence,
+    sampler,
+    nodeId: config.nodeId,
+    mode: config.mode,
+    intervalMs,
+    redis,
+  });
+  registerIngestDeadRoutes(http, {
+    redis,
+    streams: {
+      stream: { stream: names.ingest, field: 'body' },
+      ...(config.anycable ? { anycable: { stream: config.anycableChannel, field: 'payload' } } : {}),
+    },
+    metrics,
+    log,
+  });
+  registerWebhookAdminRoutes(http, { admin: webhookAdmin, metrics, log });
+  return sampler;
 }
 
 function sleep(ms: number): Promise<void> {

@@ -1,12 +1,16 @@
 import type { Logger } from 'pino';
-import type { Broker, HistoryEntry } from '../broker/index.js';
+import type { Broker, DropReporter, HistoryEntry } from '../broker/index.js';
 import { DISCONNECTS, type DisconnectReason } from '../errors.js';
 import {
   type Delivery,
   decodePublication,
+  ECHO_ROOM,
   listsMembers,
   type Message,
   type Meta,
+  malformedReason,
+  NATIVE_ROOM,
+  UNBORN_EPOCH,
   userChannel,
 } from '../ingest/message.js';
 import type { Metrics } from '../metrics/index.js';
@@ -24,6 +28,8 @@ interface ChannelState {
   delivered: number;
   /** Message id at `delivered`, when this node delivered it: checks that Redis still has what was delivered. */
   lastId: string | undefined;
+  /** Publish time (ms) of the channel's newest message this node knows of; 0: none. */
+  lastTs: number;
   /** Resolves once the node is subscribed and knows the channel's position. */
   ready: Promise<void>;
   isReady: boolean;
@@ -71,6 +77,7 @@ export class Hub {
     private readonly presence: Presence,
     private readonly metrics: Metrics,
     private readonly log: Logger,
+    private readonly dropped: DropReporter = () => {},
   ) {
     broker.onDelivery((d) => this.receive(d));
     broker.onResync(() => void this.resync());
@@ -83,8 +90,15 @@ export class Hub {
     adapter.on('delete-room', (room: string) => this.scheduleUnsubscribe(room));
     presence.onEvent((event) => this.notifyPresence(event));
   }
+  /**
+   * Laravel Echo sockets are served too (PUSHRELAY_ECHO=on): every socket is
+   * then in ECHO_ROOM or NATIVE_ROOM, and each front end gets its own shape.
+   */
+  echo = false;
   /** Most entries a recovery may replay (the channel's history size); set by the app. */
   replayLimit: (channel: string) => number = () => 1000;
+  /** Seconds a channel's history and position last after its last publish (its history TTL); set by the app. */
+  retentionTtl: (channel: string) => number = () => 300;
 
   /**
    * Puts a socket in a channel, first replaying what it missed after `since`.
@@ -119,6 +133,10 @@ export class Hub {
       return { offset: state.delivered, epoch: state.epoch, recovered: since !== undefined };
     }
     let entries: readonly HistoryEntry[] | undefined;
+    if (since !== undefined && since.epoch === UNBORN_EPOCH && since.offset === 0) {
+      // The client saw the channel before its first publish: everything since is new to it.
+      since = { epoch: state.epoch, offset: 0 };
+    }
     if (since !== undefined && since.epoch === state.epoch) {
       if (since.offset > state.delivered) {
         // The client saw more than this node has delivered (it came from a
@@ -145,8 +163,8 @@ export class Hub {
       if (entries && entries.length > 0) {
         const user = socket.data.user;
         for (const e of entries) {
-          const message = decodePublication(e.text);
-          if (message.except?.includes(user)) continue;
+          const message = this.decode(e);
+          if (message === undefined || message.except?.includes(user)) continue;
           socket.emit(message.event, message.data, meta(channel, e.offset, e.epoch, message));
         }
         this.metrics.deliveryRecovered.inc({ kind: 'client' }, entries.length);
@@ -217,7 +235,11 @@ export class Hub {
       const id = ids[i];
       if (state.epoch !== before.epoch) continue; // a live delivery already moved it to a new epoch
       if (top.epoch !== before.epoch) {
-        this.lost(state, top.epoch, top.offset);
+        if (this.expired(state, Date.now())) {
+          // Nothing of the old epoch could be recovered anyway: take the new one and deliver all of it.
+          this.renew(state, top.epoch);
+          if (top.offset > 0) void this.fill(state, top.offset);
+        } else this.lost(state, top.epoch, top.offset);
       } else if (
         top.offset < before.delivered ||
         (before.lastId !== undefined && id !== undefined && id !== before.lastId)
@@ -265,6 +287,7 @@ export class Hub {
       epoch: '',
       delivered: 0,
       lastId: undefined,
+      lastTs: 0,
       ready: Promise.resolve(),
       isReady: false,
       pending: [],
@@ -278,6 +301,7 @@ export class Hub {
       const [position] = await this.broker.positions([channel]);
       state.epoch = position!.epoch;
       state.delivered = position!.offset;
+      state.lastTs = position!.lastTs;
       state.isReady = true;
       this.drain(state);
     })();
@@ -326,11 +350,17 @@ export class Hub {
 
   private process(state: ChannelState, d: Delivery): void {
     if (d.epoch !== state.epoch) {
-      // History was lost (Redis restarted empty, or without its last writes):
-      // positions of the old epoch mean nothing. Older entries of the stream
-      // are not replayed as if new; the room starts at this message and its
-      // sockets are told to resync.
-      this.lost(state, d.epoch, d.offset - 1);
+      if (this.expired(state, d.message.ts)) {
+        // The channel's first publish, or its first after its retention ran
+        // out: nothing was lost, the room simply moves to the new epoch.
+        this.renew(state, d.epoch);
+      } else {
+        // History was lost (Redis restarted empty, or without its last writes):
+        // positions of the old epoch mean nothing. Older entries of the stream
+        // are not replayed as if new; the room starts at this message and its
+        // sockets are told to resync.
+        this.lost(state, d.epoch, d.offset - 1);
+      }
     }
     if (d.offset <= state.delivered) {
       this.metrics.deliveryDuplicates.inc();
@@ -347,8 +377,16 @@ export class Hub {
   private emit(state: ChannelState, offset: number, epoch: string, message: Message): void {
     state.delivered = offset;
     state.lastId = message.id;
+    state.lastTs = Math.max(state.lastTs, message.ts);
     let target = this.io.local.to(state.name);
     if (message.except && message.except.length > 0) target = target.except(message.except.map(userChannel));
+    if (message.exceptSockets && message.exceptSockets.length > 0)
+      target = target.except([...message.exceptSockets]);
+    if (this.echo) {
+      // Echo sockets take the same message in their own shape: emit(event, channel, data).
+      target.except(NATIVE_ROOM).emit(message.event, state.name, message.data);
+      target = target.except(ECHO_ROOM);
+    }
     target.emit(message.event, message.data, meta(state.name, offset, epoch, message));
     const reached = this.io.of('/').adapter.rooms.get(state.name)?.size ?? 0;
     this.metrics.deliveries.inc(reached);
@@ -379,6 +417,11 @@ export class Hub {
           await new Promise((r) => setTimeout(r, RETRY_MS).unref());
           continue;
         }
+        if (res.epoch !== epoch && this.expired(state, Date.now())) {
+          this.renew(state, res.epoch);
+          target = res.offset;
+          continue;
+        }
         if (res.epoch !== epoch || !res.complete) {
           this.lost(state, res.epoch, res.offset);
           return;
@@ -386,7 +429,13 @@ export class Hub {
         if (res.entries.length === 0) return; // the target is beyond what was ever published
         for (const e of res.entries) {
           if (e.offset === state.delivered + 1) {
-            this.emit(state, e.offset, e.epoch, decodePublication(e.text));
+            const message = this.decode(e);
+            if (message === undefined) {
+              // Skipped, not retried: the offset is taken, and what holds it cannot be sent.
+              state.delivered = e.offset;
+              continue;
+            }
+            this.emit(state, e.offset, e.epoch, message);
             this.metrics.deliveryRecovered.inc({ kind: 'gap' });
           }
         }
@@ -404,6 +453,23 @@ export class Hub {
     while (state.pending.length > 0 && state.isReady && !state.filling && state.holds === 0) {
       this.process(state, state.pending.shift()!);
     }
+  }
+
+  /**
+   * Whether the channel's current epoch has ended on its own: it was never
+   * published to, or its newest message is older than its retention, so
+   * Redis let its position expire and nothing in it could be recovered.
+   */
+  private expired(state: ChannelState, now: number): boolean {
+    return state.epoch === UNBORN_EPOCH || now >= state.lastTs + this.retentionTtl(state.name) * 1000;
+  }
+
+  /** Moves the room to a new epoch from its start, without telling sockets to resync (they missed nothing). */
+  private renew(state: ChannelState, epoch: string): void {
+    state.epoch = epoch;
+    state.delivered = 0;
+    state.lastId = undefined;
+    state.pending = state.pending.filter((d) => d.epoch === epoch);
   }
 
   /**
@@ -457,7 +523,18 @@ export class Hub {
     if (info !== undefined) notice.user_info = info;
     let target = this.io.to(event.channel);
     if (event.socket !== undefined) target = target.except(event.socket);
+    if (this.echo) target = target.except(ECHO_ROOM);
     target.emit(event.type === 'member.added' ? 'pushrelay:join' : 'pushrelay:leave', notice);
+  }
+
+  /** A history entry as a message, or undefined (dropped and counted) when it cannot be sent to a socket. */
+  private decode(entry: HistoryEntry): Message | undefined {
+    try {
+      return decodePublication(entry.text);
+    } catch (err) {
+      this.dropped(malformedReason(err), entry.channel, entry.text);
+      return undefined;
+    }
   }
 
   private retryLater(fn: () => void): void {
