@@ -515,6 +515,13 @@ export const schema = {
     500,
     60_000,
   ),
+  preauthMax: int(
+    'PUSHRELAY_PREAUTH_MAX',
+    'unauthenticated handshakes one node keeps open at once (from all addresses); past it the oldest is closed to make room for the new one',
+    1024,
+    1,
+    1_000_000,
+  ),
   preauthPerAddress: int(
     'PUSHRELAY_PREAUTH_PER_ADDRESS',
     'handshakes one client address (per PUSHRELAY_TRUST_PROXY) may have open and not yet authenticated; past it its handshakes are refused `rate_limited`, without spending the handshake rate other clients need',

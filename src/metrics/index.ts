@@ -305,7 +305,7 @@ export function createMetrics() {
     }),
     rateLimited: new Counter({
       name: 'pushrelay_ratelimit_rejections_total',
-      help: 'Requests refused by a rate limit, by scope (publisher, socket, connection: the node handshake rate, address: unauthenticated handshakes of one client address)',
+      help: 'Requests refused by a rate limit, by scope (publisher, socket, connection: the node handshake rate, address: unauthenticated handshakes of one client address, preauth_evicted: the oldest unauthenticated handshake closed for a new one past PUSHRELAY_PREAUTH_MAX)',
       labelNames: ['scope'] as const,
       registers: [registry],
     }),

@@ -15,8 +15,12 @@ export interface AdmissionState {
   readonly redisDown: () => boolean;
 }
 
-/** Engine connections that may exist per connection slot (authenticated or not): a hard memory bound. */
-const ENGINE_PER_SLOT = 2;
+/** An engine.io connection as admission sees it. */
+interface EngineConn {
+  readonly request: IncomingMessage;
+  once(event: 'close', listener: () => void): unknown;
+  close(): void;
+}
 
 /**
  * Who may take one of this node's connection slots, in two steps:
@@ -34,13 +38,16 @@ const ENGINE_PER_SLOT = 2;
  * handshake of its address for at most PUSHRELAY_PREAUTH_TIMEOUT_MS (Socket.IO
  * `connectTimeout`), and one address can hold only
  * PUSHRELAY_PREAUTH_PER_ADDRESS of those, refused without spending the
- * node's handshake rate that other clients need.
+ * node's handshake rate that other clients need. Past PUSHRELAY_PREAUTH_MAX
+ * unauthenticated handshakes on the node (many addresses at once), the
+ * oldest is closed to make room: a real client authenticates within a round
+ * trip of its handshake, so it is never the oldest for long.
  */
 export class Admission {
   /** Unauthenticated engine connections per client address. */
   private readonly pending = new Map<string, number>();
-  /** The address each pending engine connection was counted under. */
-  private readonly pendingOf = new WeakMap<object, string>();
+  /** Each pending engine connection and the address it was counted under, oldest first. */
+  private readonly pendingOf = new Map<object, string>();
   private readonly handshakes: ReturnType<typeof fullBucket>;
   private readonly address: (req: IncomingMessage) => string;
 
@@ -56,7 +63,7 @@ export class Admission {
 
   /** Counts engine connections as pending from their address until they authenticate or close. */
   watch(io: RelayServer): void {
-    io.engine.on('connection', (conn: { request: IncomingMessage; once(e: string, l: () => void): void }) => {
+    io.engine.on('connection', (conn: EngineConn) => {
       const address = this.address(conn.request);
       this.pending.set(address, (this.pending.get(address) ?? 0) + 1);
       this.pendingOf.set(conn, address);
@@ -71,15 +78,16 @@ export class Admission {
     const io = this.io();
     // Admission keeps a reconnect storm (a node drained or lost) from toppling the
     // survivors: refused handshakes are retried by socket.io-client with backoff.
-    if (
-      io.of('/').sockets.size >= this.config.maxConnections ||
-      io.engine.clientsCount >= this.config.maxConnections * ENGINE_PER_SLOT
-    ) {
-      return 'over_capacity';
-    }
+    if (io.of('/').sockets.size >= this.config.maxConnections) return 'over_capacity';
     if ((this.pending.get(this.address(req)) ?? 0) >= this.config.preauthPerAddress) {
       this.metrics.rateLimited.inc({ scope: 'address' });
       return 'rate_limited';
+    }
+    if (this.pendingOf.size >= this.config.preauthMax) {
+      const [oldest] = this.pendingOf.keys();
+      this.settle(oldest!);
+      (oldest as EngineConn).close();
+      this.metrics.rateLimited.inc({ scope: 'preauth_evicted' });
     }
     if (!take(this.handshakes, this.config.connectRate, this.config.connectRate)) {
       this.metrics.rateLimited.inc({ scope: 'connection' });
@@ -101,11 +109,9 @@ export class Admission {
     return undefined;
   }
 
-  /** Unauthenticated engine connections now, for tests and metrics. */
+  /** Unauthenticated engine connections now, for metrics. */
   pendingCount(): number {
-    let n = 0;
-    for (const v of this.pending.values()) n += v;
-    return n;
+    return this.pendingOf.size;
   }
 
   private settle(conn: object): void {

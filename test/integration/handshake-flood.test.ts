@@ -1,10 +1,11 @@
+import { io, type Socket } from 'socket.io-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { connectClient, type TestClient } from '../helpers/clients.js';
 import { token } from '../helpers/env.js';
 import { scrape } from '../helpers/metrics.js';
 import { startInProcess } from '../helpers/nodes.js';
-import { sleep } from '../helpers/wait.js';
+import { sleep, waitFor } from '../helpers/wait.js';
 
 // Clients that open engine.io handshakes and never authenticate must not lock
 // token holders out: they hold no connection slot, one address can keep only
@@ -100,4 +101,69 @@ describe('a flood of unauthenticated handshakes', () => {
       await small.stop();
     }
   });
+
+  it('makes room for token holders past the node-wide pre-auth limit by closing the oldest handshakes', async () => {
+    // Many addresses at once (here: one address with no per-address limit):
+    // the node keeps PUSHRELAY_PREAUTH_MAX unauthenticated handshakes at most.
+    const small = await startInProcess({
+      PUSHRELAY_PREAUTH_MAX: '20',
+      PUSHRELAY_PREAUTH_PER_ADDRESS: '100000',
+      PUSHRELAY_PREAUTH_TIMEOUT_MS: '60000', // only eviction closes them here
+    });
+    const clients: TestClient[] = [];
+    const bare: Promise<unknown>[] = [];
+    try {
+      for (let i = 0; i < 40; i++) bare.push(bareHandshake(small.port));
+      await waitFor(
+        async () =>
+          (await scrape(small.url)).value('pushrelay_ratelimit_rejections_total', {
+            scope: 'preauth_evicted',
+          }) >= 20,
+        { what: 'the oldest 20 handshakes closed' },
+      );
+      expect((await scrape(small.url)).value('pushrelay_socket_pending_handshakes')).toBe(20);
+      // The pool is full of handshakes that will never authenticate; token holders still get in.
+      for (let i = 0; i < 5; i++) clients.push(await connectClient(small.url, await token(`room${i}`)));
+      expect(clients.every((c) => c.socket.connected)).toBe(true);
+      expect((await scrape(small.url)).value('pushrelay_socket_pending_handshakes')).toBeLessThanOrEqual(20);
+    } finally {
+      for (const c of clients) c.close();
+      await small.stop();
+      await Promise.all(bare);
+    }
+  }, 30_000);
+
+  it('counts tokenless Laravel Echo sockets once connected, and not bare handshakes, against the limit', async () => {
+    const echo = await startInProcess({ PUSHRELAY_ECHO: 'on', PUSHRELAY_MAX_CONNECTIONS: '2' });
+    const sockets: Socket[] = [];
+    const connect = () => {
+      const socket = io(echo.url, { transports: ['websocket'], reconnection: false, forceNew: true });
+      sockets.push(socket);
+      return new Promise<string>((resolve) => {
+        socket.once('connect', () => resolve('connected'));
+        socket.once('connect_error', (err: Error & { data?: { code?: string } }) =>
+          resolve(err.data?.code ?? err.message),
+        );
+      });
+    };
+    try {
+      // Handshakes that never connect hold nothing...
+      const bare = Array.from({ length: 5 }, () => bareHandshake(echo.port));
+      await sleep(200);
+      // ...so two Echo sockets get the two slots, and the next handshake is told why not.
+      expect(await connect()).toBe('connected');
+      expect(await connect()).toBe('connected');
+      const third = await fetch(`${echo.url}/socket.io/?EIO=4&transport=polling`);
+      expect(third.status).toBe(403);
+      expect(await third.json()).toEqual({
+        code: 4,
+        message: 'this node is at its connection limit; retry (another node may take you)',
+      });
+      for (const s of sockets) s.close();
+      await Promise.all(bare);
+    } finally {
+      for (const s of sockets) s.close();
+      await echo.stop();
+    }
+  }, 30_000);
 });
