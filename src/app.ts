@@ -268,6 +268,7 @@ export async function buildApp(
   });
   const hub = new Hub(io, broker, presence, metrics, log, dropped);
   hub.replayLimit = (channel) => Math.max(1, config.namespace(channel).historySize);
+  if (redis) hub.setupTimeoutMs = config.redisTimeoutMs;
   hub.retentionTtl = (channel) => config.namespace(channel).historyTtl;
 
   hub.echo = config.echo;

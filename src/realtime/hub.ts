@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import type { Broker, DropReporter, HistoryEntry } from '../broker/index.js';
-import { DISCONNECTS, type DisconnectReason } from '../errors.js';
+import { DISCONNECTS, type DisconnectReason, RelayError } from '../errors.js';
 import {
   type Delivery,
   decodePublication,
@@ -97,6 +97,13 @@ export class Hub {
   echo = false;
   /** Most entries a recovery may replay (the channel's history size); set by the app. */
   replayLimit: (channel: string) => number = () => 1000;
+  /**
+   * Longest an attach waits for its channel to be set up (subscribed, position
+   * known), in ms; past it the attach fails `unavailable` while the set-up
+   * goes on. A Redis that hangs without closing its connections would
+   * otherwise leave the socket waiting for an answer. Set by the app.
+   */
+  setupTimeoutMs = Number.POSITIVE_INFINITY;
   /** Seconds a channel's history and position last after its last publish (its history TTL); set by the app. */
   retentionTtl: (channel: string) => number = () => 300;
 
@@ -128,7 +135,7 @@ export class Hub {
     member: Member | undefined,
   ): Promise<ChannelAnswer> {
     const channel = state.name;
-    await state.ready;
+    await this.setUp(state);
     if (socket.rooms.has(channel) || socket.disconnected) {
       return { offset: state.delivered, epoch: state.epoch, recovered: since !== undefined };
     }
@@ -487,6 +494,21 @@ export class Hub {
     for (const id of this.io.of('/').adapter.rooms.get(state.name) ?? []) {
       const socket = this.io.of('/').sockets.get(id);
       if (socket) disconnect(socket, 'resync');
+    }
+  }
+
+  private async setUp(state: ChannelState): Promise<void> {
+    if (state.isReady || !Number.isFinite(this.setupTimeoutMs)) return state.ready;
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      await Promise.race([
+        state.ready,
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new RelayError('unavailable', undefined, 1)), this.setupTimeoutMs);
+        }),
+      ]);
+    } finally {
+      clearTimeout(timer);
     }
   }
 

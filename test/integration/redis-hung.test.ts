@@ -1,3 +1,4 @@
+import { io } from 'socket.io-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connectClient, type TestClient } from '../helpers/clients.js';
 import { KEY, token } from '../helpers/env.js';
@@ -42,6 +43,19 @@ describe('a hung Redis', () => {
     redis.pause();
     // Sent before anything noticed: it waits for its command's deadline, not 10 s.
     const first = publish();
+    // A socket admitted before anything noticed is told to come back, not left waiting.
+    const early = io(node.url, {
+      auth: { token: await token('carol') },
+      transports: ['websocket'],
+      reconnection: false,
+      forceNew: true,
+    });
+    const earlyAnswer = new Promise<unknown>((resolve) => {
+      early.once('pushrelay:connected', () => resolve('connected'));
+      early.once('pushrelay:disconnect', (notice: { reason: string }) => resolve(notice.reason));
+      early.once('connect_error', (err: Error) => resolve(err.message));
+      setTimeout(() => resolve('no answer'), NOTICE_MS);
+    });
     await waitFor(async () => (await fetch(`${node.url}/readyz`)).status === 503, {
       what: 'readyz 503',
       timeoutMs: NOTICE_MS,
@@ -71,6 +85,8 @@ describe('a hung Redis', () => {
     expect(await refused.json()).toEqual({ code: 4, message: 'Redis is unavailable; retry shortly' });
     expect(alice.socket.connected).toBe(true);
 
+    expect(await earlyAnswer).toBe('unavailable');
+    early.close();
     const inFlight = await first;
     expect(inFlight.status).toBe(503);
     redis.resume();
