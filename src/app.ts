@@ -18,6 +18,7 @@ import { registerNodeRoutes } from './http/nodes.js';
 import { MemoryNonceStore, RedisNonceStore } from './http/nonces.js';
 import { registerPresenceRoutes } from './http/presence.js';
 import { registerPublishRoutes } from './http/publish.js';
+import { slicedStore } from './http/ratelimit.js';
 import { registerTailRoutes } from './http/tail.js';
 import type { HttpApp } from './http/types.js';
 import { Ingest } from './ingest/ingest.js';
@@ -253,7 +254,8 @@ export async function buildApp(config: Config, options: { logger?: Logger } = {}
       max: config.rateLimit,
       timeWindow: 60_000,
       hook: 'preHandler',
-      ...(redis ? { redis: redis.command, nameSpace: names.rateLimit } : {}),
+      // Cluster-wide, with quota taken from Redis in slices rather than a round trip per request.
+      ...(redis ? { store: slicedStore(redis.command, names.rateLimit) } : {}),
       // A Redis outage must not turn into 500s here; the publish itself answers 503.
       skipOnError: true,
       keyGenerator: (request) => (request.publisher ? `key:${request.publisher.name}` : `ip:${request.ip}`),
