@@ -11,6 +11,7 @@ import { registerAssetRoutes } from './http/assets.js';
 import { registerPublisherAuth } from './http/auth.js';
 import { registerBodyParsers } from './http/body.js';
 import { registerErrorHandlers } from './http/errors.js';
+import { installFastPath } from './http/fast.js';
 import { registerHealthRoutes } from './http/health.js';
 import { registerHistoryRoutes } from './http/history.js';
 import { registerLegacyRoutes } from './http/legacy.js';
@@ -18,7 +19,7 @@ import { registerNodeRoutes } from './http/nodes.js';
 import { MemoryNonceStore, RedisNonceStore } from './http/nonces.js';
 import { registerPresenceRoutes } from './http/presence.js';
 import { registerPublishRoutes } from './http/publish.js';
-import { slicedStore } from './http/ratelimit.js';
+import { rateStores } from './http/ratelimit.js';
 import { registerTailRoutes } from './http/tail.js';
 import type { HttpApp } from './http/types.js';
 import { Ingest } from './ingest/ingest.js';
@@ -248,6 +249,7 @@ export async function buildApp(config: Config, options: { logger?: Logger } = {}
   registerBodyParsers(http, config.maxJsonDepth);
   registerErrorHandlers(http, metrics, config.maxPayloadBytes);
   registerPublisherAuth(http, config.keys, nonces);
+  const rateLimits = rateStores(redis?.command, names.rateLimit);
   if (config.rateLimit > 0) {
     await http.register(rateLimit, {
       global: false,
@@ -255,7 +257,7 @@ export async function buildApp(config: Config, options: { logger?: Logger } = {}
       timeWindow: 60_000,
       hook: 'preHandler',
       // Cluster-wide, with quota taken from Redis in slices rather than a round trip per request.
-      ...(redis ? { store: slicedStore(redis.command, names.rateLimit) } : {}),
+      store: rateLimits.ctor,
       // A Redis outage must not turn into 500s here; the publish itself answers 503.
       skipOnError: true,
       keyGenerator: (request) => (request.publisher ? `key:${request.publisher.name}` : `ip:${request.ip}`),
@@ -321,6 +323,24 @@ export async function buildApp(config: Config, options: { logger?: Logger } = {}
   }
 
   await http.ready();
+  installFastPath(http.server, {
+    keys: config.keys,
+    ingest,
+    metrics,
+    log,
+    maxPayloadBytes: config.maxPayloadBytes,
+    maxJsonDepth: config.maxJsonDepth,
+    rateLimit:
+      config.rateLimit > 0
+        ? {
+            max: config.rateLimit,
+            windowMs: 60_000,
+            publish: rateLimits.forRoute('POST', '/v1/publish'),
+            batch: rateLimits.forRoute('POST', '/v1/batch'),
+            onExceeded: () => metrics.rateLimited.inc({ scope: 'publisher' }),
+          }
+        : undefined,
+  });
 
   if (config.generated.key || config.generated.jwtSecret) {
     log.warn(

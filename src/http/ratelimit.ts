@@ -48,14 +48,43 @@ end
 return { n, ttl }
 `;
 
-/** Keeps quotas per key in memory; Redis is asked once per slice. */
-export function slicedStore(redis: Redis, nameSpace: string): FastifyRateLimitStoreCtor {
-  if (!(redis as unknown as Partial<TakeCommands>).relayRateTake) {
+/** One request counted against a key: `current` as @fastify/rate-limit reads it (over `max`: refused). */
+export type RateCallback = Callback;
+
+/** A route's limiter, shared by the Fastify plugin and the publish fast path. */
+export interface RouteLimiter {
+  incr(key: string, cb: Callback, timeWindow: number, max: number): void;
+}
+
+export interface RateStores {
+  /** What @fastify/rate-limit constructs; each route's child is the shared limiter of that route. */
+  readonly ctor: FastifyRateLimitStoreCtor;
+  forRoute(method: string, url: string): RouteLimiter;
+}
+
+/**
+ * Quotas per key in memory, taken in slices from a shared counter per window:
+ * Redis in a cluster (once per slice), this process when standalone.
+ */
+export function rateStores(redis: Redis | undefined, nameSpace: string): RateStores {
+  if (redis && !(redis as unknown as Partial<TakeCommands>).relayRateTake) {
     redis.defineCommand('relayRateTake', { numberOfKeys: 1, lua: TAKE_LUA });
   }
-  const cmd = redis as unknown as TakeCommands;
+  const counters = new Map<string, { n: number; resetAt: number }>();
+  const incrby = async (key: string, slice: number, windowMs: number): Promise<[number, number]> => {
+    if (redis) return (redis as unknown as TakeCommands).relayRateTake(key, slice, windowMs);
+    const now = Date.now();
+    let c = counters.get(key);
+    if (c === undefined || now >= c.resetAt) {
+      if (counters.size >= 10_000) for (const [k, v] of counters) if (now >= v.resetAt) counters.delete(k);
+      c = { n: 0, resetAt: now + windowMs };
+      counters.set(key, c);
+    }
+    c.n += slice;
+    return [c.n, c.resetAt - now];
+  };
 
-  class SlicedStore {
+  class SlicedStore implements RouteLimiter {
     private readonly quotas = new Map<string, Quota>();
 
     /** The plugin constructs it with its options (unused); a route's child gets its own key prefix. */
@@ -95,18 +124,15 @@ export function slicedStore(redis: Redis, nameSpace: string): FastifyRateLimitSt
       else answer();
     }
 
-    child(routeOptions: { routeInfo: { method: string; url: string } }): SlicedStore {
-      return new SlicedStore(
-        undefined,
-        `${this.prefix}${routeOptions.routeInfo.method}${routeOptions.routeInfo.url}-`,
-      );
+    child(routeOptions: { routeInfo: { method: string; url: string } }): RouteLimiter {
+      return forRoute(routeOptions.routeInfo.method, routeOptions.routeInfo.url);
     }
 
     private take(key: string, quota: Quota, timeWindow: number, max: number): Promise<void> {
       quota.taking ??= (async () => {
         const slice = sliceSize(max);
         try {
-          const [taken, ttl] = await cmd.relayRateTake(`${this.prefix}${key}`, slice, timeWindow);
+          const [taken, ttl] = await incrby(`${this.prefix}${key}`, slice, timeWindow);
           if (quota.resetAt === 0) quota.resetAt = Date.now() + Number(ttl);
           const before = taken - slice;
           // Only what is under the limit is granted; the rest of the slice is nobody's.
@@ -126,5 +152,16 @@ export function slicedStore(redis: Redis, nameSpace: string): FastifyRateLimitSt
         if (q.resetAt > 0 && now >= q.resetAt && !q.taking) this.quotas.delete(k);
     }
   }
-  return SlicedStore as unknown as FastifyRateLimitStoreCtor;
+
+  const routes = new Map<string, SlicedStore>();
+  const forRoute = (method: string, url: string): RouteLimiter => {
+    const prefix = `${nameSpace}${method}${url}-`;
+    let store = routes.get(prefix);
+    if (store === undefined) {
+      store = new SlicedStore(undefined, prefix);
+      routes.set(prefix, store);
+    }
+    return store;
+  };
+  return { ctor: SlicedStore as unknown as FastifyRateLimitStoreCtor, forRoute };
 }
