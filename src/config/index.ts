@@ -13,7 +13,7 @@ import {
 } from './schema.js';
 
 export type { Env, NamespaceOptions, PublisherKey, RedisAddress, RedisTarget, Scope } from './schema.js';
-export { schema } from './schema.js';
+export { redactUrl, redactUrls, schema } from './schema.js';
 
 export interface Config extends Settings {
   /** REDIS_URL when it names one Redis server (redis: or rediss:). */
@@ -66,8 +66,9 @@ export function loadConfig(env: Env): Config {
   const values: Record<string, unknown> = {};
   for (const [key, v] of Object.entries(schema)) {
     const raw = env[v.env];
+    const keepsEmpty = 'keepsEmpty' in v && v.keepsEmpty === true;
     try {
-      values[key] = v.parse(raw === undefined || raw.trim() === '' ? undefined : raw.trim());
+      values[key] = v.parse(raw === undefined || (raw.trim() === '' && !keepsEmpty) ? undefined : raw.trim());
     } catch (err) {
       if (!(err instanceof InvalidValue)) throw err;
       problems.push(`${v.env}: ${err.message}`);
@@ -93,6 +94,11 @@ export function loadConfig(env: Env): Config {
       'PUSHRELAY_JWT_SECRET, PUSHRELAY_JWT_PUBLIC_KEY, PUSHRELAY_JWKS_URL: set exactly one way to verify client tokens',
     );
   }
+  if (s.headersTimeoutMs > s.requestTimeoutMs) {
+    problems.push(
+      `PUSHRELAY_HEADERS_TIMEOUT_MS: ${s.headersTimeoutMs} is more than PUSHRELAY_REQUEST_TIMEOUT_MS (${s.requestTimeoutMs}); the headers are part of the request`,
+    );
+  }
   if (s.offlineWebhook !== undefined && s.offlineWebhookSecret === undefined) {
     problems.push(
       'PUSHRELAY_OFFLINE_WEBHOOK_SECRET: required with PUSHRELAY_OFFLINE_WEBHOOK (the app verifies calls with it)',
@@ -111,6 +117,20 @@ export function loadConfig(env: Env): Config {
       problems.push(
         `PUSHRELAY_ACTIONCABLE_PREFIX: "${s.actioncablePrefix}" overlaps PUSHRELAY_PREFIX "${s.prefix}" (Rails' channels would mix with the relay's own); give cable.yml its own channel_prefix`,
       );
+    }
+  }
+  if (s.echoRedisPrefix !== undefined && !s.redis) {
+    problems.push('PUSHRELAY_ECHO_REDIS_PREFIX: needs REDIS_URL (Laravel broadcasts on Redis)');
+  }
+  if (s.echoAuthUrl !== undefined && !s.echo) {
+    problems.push(
+      'PUSHRELAY_ECHO_AUTH_URL: needs PUSHRELAY_ECHO=on (only Echo sockets are authorized by the app)',
+    );
+  }
+  if (production) {
+    for (const c of s.echoClients) {
+      const weak = weakSecret(c.key);
+      if (weak) problems.push(`PUSHRELAY_ECHO_CLIENTS: the key of app "${c.appId}" ${weak}`);
     }
   }
   if (s.anycable) {
@@ -133,11 +153,9 @@ export function loadConfig(env: Env): Config {
     if (keys.length === 0)
       problems.push('PUSHRELAY_KEYS: required in production (no publisher could publish)');
     for (const k of keys) {
-      if (k.secret.length < PRODUCTION_MIN_SECRET) {
-        problems.push(
-          `PUSHRELAY_KEYS: the secret of key "${k.name}" is shorter than ${PRODUCTION_MIN_SECRET} characters`,
-        );
-      }
+      // The same check as every other secret: the compose placeholder or 40 × "a" must not start.
+      const weak = weakSecret(k.secret);
+      if (weak) problems.push(`PUSHRELAY_KEYS: the secret of key "${k.name}" ${weak}`);
     }
     if (tokenVerifiers === 0) {
       problems.push(

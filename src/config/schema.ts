@@ -16,8 +16,10 @@ export interface Variable<T> {
   readonly doc: string;
   /** The default as the README shows it. */
   readonly defaultDoc: string;
-  /** `raw` is undefined when the variable is unset or empty. */
+  /** `raw` is undefined when the variable is unset or empty (or only unset, with `keepsEmpty`). */
   readonly parse: (raw: string | undefined) => T;
+  /** An empty value means something (PUSHRELAY_ECHO_REDIS_PREFIX: no prefix), so it is not read as unset. */
+  readonly keepsEmpty?: boolean;
 }
 
 function variable<T>(env: string, doc: string, defaultDoc: string, parse: (raw: string | undefined) => T) {
@@ -63,10 +65,14 @@ function url(env: string, doc: string, protocols: readonly string[]) {
     try {
       parsed = new URL(raw);
     } catch {
-      throw new InvalidValue(`must be a URL (${protocols.join(' or ')}), got "${raw}"`);
+      throw new InvalidValue(`must be a URL (${protocols.join(' or ')}), got "${redactUrl(raw)}"`);
     }
     if (!protocols.includes(parsed.protocol)) {
       throw new InvalidValue(`must use ${protocols.join(' or ')}, got "${parsed.protocol}"`);
+    }
+    if (parsed.username !== '' || parsed.password !== '') {
+      // fetch() refuses such a URL, and its error would print the password in every log line.
+      throw new InvalidValue(`must not carry credentials (user:password@), got "${redactUrl(raw)}"`);
     }
     return parsed;
   });
@@ -118,6 +124,23 @@ export function parseTrustProxy(raw: string | undefined): TrustProxy {
   return list;
 }
 
+/**
+ * A URL as it may be shown in an error or a log line: user information
+ * (`user:password@`, up to the last `@`, as a malformed URL may hold more than
+ * one) and `password`-like query values become `***`. Works on text that is not
+ * a valid URL, which is exactly when it gets printed.
+ */
+export function redactUrl(raw: string): string {
+  return raw
+    .replace(/^([a-z][a-z0-9+.-]*:\/\/)?[\s\S]*@/i, (_m, scheme: string | undefined) => `${scheme ?? ''}***@`)
+    .replace(/([?&][^=&#]*(?:password|secret|token|key)[^=&#]*=)[^&#]*/gi, '$1***');
+}
+
+/** Every URL's user information in free text (an error's message or stack) as `***`. */
+export function redactUrls(text: string): string {
+  return text.replace(/\b([a-z][a-z0-9+.-]*:\/\/)[^\s/?#"'`]*@/gi, '$1***@');
+}
+
 // ---------------------------------------------------------------------------
 // Composite values
 
@@ -157,12 +180,12 @@ export function parseRedisUrl(raw: string | undefined): RedisTarget | undefined 
     try {
       parsed = new URL(raw);
     } catch {
-      throw new InvalidValue(`must be a URL (${REDIS_SCHEMES}), got "${raw}"`);
+      throw new InvalidValue(`must be a URL (${REDIS_SCHEMES}), got "${redactUrl(raw)}"`);
     }
     return { kind: 'single', url: parsed };
   }
   if (scheme !== 'redis+sentinel' && scheme !== 'redis+cluster') {
-    const shown = scheme ?? raw.split(':')[0] ?? raw;
+    const shown = scheme ?? redactUrl(raw.split(':')[0] ?? raw);
     throw new InvalidValue(`must use ${REDIS_SCHEMES}, got "${shown}:"`);
   }
   let rest = raw.slice(scheme.length + 3);
@@ -173,19 +196,30 @@ export function parseRedisUrl(raw: string | undefined): RedisTarget | undefined 
     rest = rest.slice(0, q);
   }
   const at = rest.lastIndexOf('@');
+  if (at === -1 && raw.includes('@')) {
+    // An unencoded ? or # in the password: what follows would be read as hosts and echoed.
+    throw new InvalidValue(
+      `${scheme}: percent-encode @ : / ? # in the user name and password, got "${redactUrl(raw)}"`,
+    );
+  }
   const auth: { username?: string; password?: string } = {};
   if (at !== -1) {
     const userinfo = rest.slice(0, at);
     rest = rest.slice(at + 1);
     const colon = userinfo.indexOf(':');
-    const user = decodeURIComponent(colon === -1 ? userinfo : userinfo.slice(0, colon));
-    const password = colon === -1 ? '' : decodeURIComponent(userinfo.slice(colon + 1));
+    const user = decode(
+      colon === -1 ? userinfo : userinfo.slice(0, colon),
+      scheme,
+      'the user name or password',
+    );
+    const password =
+      colon === -1 ? '' : decode(userinfo.slice(colon + 1), scheme, 'the user name or password');
     if (user !== '') auth.username = user;
     if (password !== '') auth.password = password;
   }
   const slash = rest.indexOf('/');
   const hostList = slash === -1 ? rest : rest.slice(0, slash);
-  const path = slash === -1 ? '' : decodeURIComponent(rest.slice(slash + 1));
+  const path = slash === -1 ? '' : decode(rest.slice(slash + 1), scheme, 'the master name');
   const addresses = hostList.split(',').map((h) => parseAddress(h.trim(), scheme));
   const params = new URLSearchParams(query);
   if (scheme === 'redis+cluster') {
@@ -213,6 +247,14 @@ export function parseRedisUrl(raw: string | undefined): RedisTarget | undefined 
     ...auth,
     ...(sentinelPassword ? { sentinelPassword } : {}),
   };
+}
+
+function decode(part: string, scheme: string, what: string): string {
+  try {
+    return decodeURIComponent(part);
+  } catch {
+    throw new InvalidValue(`${scheme}: ${what} has a malformed %-escape`);
+  }
 }
 
 function parseAddress(text: string, scheme: string): RedisAddress {
@@ -348,10 +390,11 @@ export const schema = {
     '(unset)',
     parseRedisUrl,
   ),
-  nodeEnv: text(
+  nodeEnv: oneOf(
     'NODE_ENV',
-    '`production` refuses insecure settings; anything else is development',
+    '`production` refuses insecure settings; `development` and `test` generate missing secrets (any other value is refused, so a typo cannot run development mode)',
     'development',
+    ['production', 'development', 'test'],
   ),
   logLevel: oneOf('LOG_LEVEL', 'pino log level', 'info', [
     'fatal',
@@ -421,6 +464,27 @@ export const schema = {
     65536,
     1024,
     16 * 1024 * 1024,
+  ),
+  requestTimeoutMs: int(
+    'PUSHRELAY_REQUEST_TIMEOUT_MS',
+    'a request’s headers and body must arrive within this many milliseconds, else 408 and the connection closes (slow clients cannot hold sockets open); WebSockets and long-polls are not affected',
+    15_000,
+    1000,
+    600_000,
+  ),
+  headersTimeoutMs: int(
+    'PUSHRELAY_HEADERS_TIMEOUT_MS',
+    'a request’s line and headers must arrive within this many milliseconds (at most `PUSHRELAY_REQUEST_TIMEOUT_MS`)',
+    10_000,
+    1000,
+    600_000,
+  ),
+  keepAliveTimeoutMs: int(
+    'PUSHRELAY_KEEP_ALIVE_TIMEOUT_MS',
+    'an idle keep-alive HTTP connection is closed after this many milliseconds (keep it above your load balancer’s idle timeout)',
+    72_000,
+    1000,
+    3_600_000,
   ),
   maxJsonDepth: int(
     'PUSHRELAY_MAX_JSON_DEPTH',
@@ -660,6 +724,85 @@ export const schema = {
   anycableBroadcastKey: optional(
     'PUSHRELAY_ANYCABLE_BROADCAST_KEY',
     'AnyCable’s `broadcast_key`: `POST /_broadcast` needs `Authorization: Bearer <it>`; unset, the route is not served',
+  ),
+  echo: variable(
+    'PUSHRELAY_ECHO',
+    'accept Laravel Echo’s Socket.IO protocol (`on` or `off`): tokenless sockets, `subscribe`/`unsubscribe {channel, auth}`, events as `emit(event, channel, data)`, whispers, `presence:*` (see "Coming from laravel-echo-server")',
+    'off',
+    (raw): boolean => {
+      if (raw === undefined || raw === 'off') return false;
+      if (raw === 'on') return true;
+      throw new InvalidValue(`must be on or off, got "${raw}"`);
+    },
+  ),
+  echoAuthUrl: url(
+    'PUSHRELAY_ECHO_AUTH_URL',
+    'the Laravel app’s channel auth endpoint (`https://app.example/broadcasting/auth`), POSTed `channel_name` and `socket_id` with the browser’s Cookie for `private-*` and `presence-*` channels; unset, those channels are refused',
+    ['http:', 'https:'],
+  ),
+  echoAuthTimeout: seconds(
+    'PUSHRELAY_ECHO_AUTH_TIMEOUT_SECONDS',
+    'how long a call to `PUSHRELAY_ECHO_AUTH_URL` may take before the subscription is refused (`subscription_error` with status 0)',
+    10,
+    0.1,
+    120,
+  ),
+  echoAuthMaxInflight: int(
+    'PUSHRELAY_ECHO_AUTH_MAX_INFLIGHT',
+    'calls to `PUSHRELAY_ECHO_AUTH_URL` one node makes at once; past it a subscription is refused with status 429',
+    256,
+    1,
+    100_000,
+  ),
+  echoAuthMaxPerSocket: int(
+    'PUSHRELAY_ECHO_AUTH_MAX_PER_SOCKET',
+    'calls to `PUSHRELAY_ECHO_AUTH_URL` one socket may have in flight; past it its subscription is refused with status 429',
+    8,
+    1,
+    1000,
+  ),
+  echoRedisPrefix: {
+    env: 'PUSHRELAY_ECHO_REDIS_PREFIX',
+    doc: "take Laravel’s Redis broadcaster: the Redis prefix of the app (`database.redis.options.prefix`, by default `REDIS_PREFIX` = `Str::slug(APP_NAME, '_').'_database_'`); its `{event, data, socket}` on `<prefix><channel>` reaches channel `<channel>`; set but empty means no prefix, unset means off",
+    defaultDoc: '(unset)',
+    keepsEmpty: true,
+    parse: (raw: string | undefined): string | undefined => {
+      if (raw === undefined) return undefined;
+      if (!/^[\x21-\x7e]{0,100}$/.test(raw)) {
+        throw new InvalidValue(`must be 0-100 printable characters without spaces, got "${raw}"`);
+      }
+      return raw;
+    },
+  } satisfies Variable<string | undefined>,
+  echoClients: variable(
+    'PUSHRELAY_ECHO_CLIENTS',
+    'laravel-echo-server’s `clients`: `appId:key` pairs, comma-separated, for its HTTP API (`POST /apps/:appId/events` and the read routes, with `?auth_key=` or `Authorization: Bearer`); empty, the API is not served',
+    '(empty)',
+    (raw): { appId: string; key: string }[] => {
+      if (raw === undefined) return [];
+      return raw
+        .split(',')
+        .map((s) => s.trim())
+        .filter((s) => s !== '')
+        .map((pair) => {
+          const at = pair.indexOf(':');
+          const appId = pair.slice(0, at);
+          const key = pair.slice(at + 1);
+          if (at <= 0 || key === '' || !/^[A-Za-z0-9_.-]{1,100}$/.test(appId)) {
+            throw new InvalidValue(
+              `each entry must be appId:key (appId of A-Z a-z 0-9 _ . -), got "${pair.slice(0, at > 0 ? at : 20)}:..."`,
+            );
+          }
+          return { appId, key };
+        });
+    },
+  ),
+  statsIntervalSeconds: int(
+    'PUSHRELAY_STATS_INTERVAL_SECONDS',
+    'how often each node samples its own rates for the console charts (`GET /v1/admin/stats`); the last 15 minutes of samples are kept, in Redis in a cluster',
+    5,
+    1,
+    60,
   ),
   console: variable(
     'PUSHRELAY_CONSOLE',

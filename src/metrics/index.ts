@@ -83,6 +83,12 @@ export function createMetrics() {
       help: 'Deliveries dropped because this node had already delivered that offset',
       registers: [registry],
     }),
+    deliveryMalformed: new Counter({
+      name: 'pushrelay_delivery_malformed_total',
+      help: 'Messages from Redis (delivery channels, history entries) dropped because no socket could be sent them, by reason: invalid_json, invalid_shape, invalid_position, reserved_event (a Socket.IO event such as connect), invalid_event',
+      labelNames: ['reason'] as const,
+      registers: [registry],
+    }),
     deliveryRecovered: new Counter({
       name: 'pushrelay_delivery_recovered_total',
       help: 'Messages replayed from history: to a recovering client (client) or to fill a gap on this node (gap)',
@@ -259,6 +265,29 @@ export function createMetrics() {
       labelNames: ['source'] as const,
       registers: [registry],
     }),
+    echoSubscriptions: new Counter({
+      name: 'pushrelay_echo_subscriptions_total',
+      help: 'Laravel Echo subscribe requests, by kind (public, private, presence) and outcome: ok, or why it was refused (invalid_channel, too_many_channels, auth_refused, auth_failed, auth_timeout, auth_garbage, auth_overloaded, no_auth_url, unavailable)',
+      labelNames: ['kind', 'outcome'] as const,
+      registers: [registry],
+    }),
+    echoAuthDuration: new Histogram({
+      name: 'pushrelay_echo_auth_duration_seconds',
+      help: 'Time calls to PUSHRELAY_ECHO_AUTH_URL took, answered or not',
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers: [registry],
+    }),
+    echoAuthInflight: new Gauge({
+      name: 'pushrelay_echo_auth_inflight',
+      help: 'Calls to PUSHRELAY_ECHO_AUTH_URL this node is waiting for',
+      registers: [registry],
+    }),
+    echoWhispers: new Counter({
+      name: 'pushrelay_echo_whispers_total',
+      help: 'Laravel Echo whispers (client events), by outcome: ok, or why they were dropped (invalid, not_subscribed, not_private)',
+      labelNames: ['outcome'] as const,
+      registers: [registry],
+    }),
     rateLimited: new Counter({
       name: 'pushrelay_ratelimit_rejections_total',
       help: 'Requests refused by a rate limit, by scope (publisher, socket, connection)',
@@ -274,6 +303,12 @@ export function createMetrics() {
     drainRemaining: new Gauge({
       name: 'pushrelay_drain_sockets_remaining',
       help: 'While draining, sockets this node has yet to disconnect',
+      registers: [registry],
+    }),
+    consoleActions: new Counter({
+      name: 'pushrelay_console_actions_total',
+      help: 'Dead-letter actions taken by admin keys (console or API), by action (retry, discard) and queue (ingest, webhooks)',
+      labelNames: ['action', 'queue'] as const,
       registers: [registry],
     }),
     drainActive: new Gauge({

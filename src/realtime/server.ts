@@ -4,7 +4,7 @@ import { Server } from 'socket.io';
 import type { Config } from '../config/index.js';
 import { ERRORS, type ErrorCode, isRelayError, RelayError } from '../errors.js';
 import type { Ingest } from '../ingest/ingest.js';
-import { BROADCAST_CHANNEL, userChannel } from '../ingest/message.js';
+import { BROADCAST_CHANNEL, NATIVE_ROOM, userChannel } from '../ingest/message.js';
 import type { Metrics } from '../metrics/index.js';
 import type { ConnectedEvent, RelayServer, RelaySocket } from './events.js';
 import { answerer } from './handlers/answer.js';
@@ -14,6 +14,7 @@ import { parseSince, subscribeHandler } from './handlers/subscribe.js';
 import { unsubscribeHandler } from './handlers/unsubscribe.js';
 import { disconnect, type Hub } from './hub.js';
 import { fullBucket, take } from './limits.js';
+import type { EchoFrontEnd } from './protocols/echo/index.js';
 import { channelAllowed, type TokenVerifier } from './tokens.js';
 
 const NO_AUTH = Object.freeze({});
@@ -62,6 +63,8 @@ export interface RealtimeDeps {
   readonly verify: TokenVerifier;
   readonly metrics: Metrics;
   readonly log: Logger;
+  /** PUSHRELAY_ECHO=on: sockets without a token speak Laravel Echo's protocol. */
+  readonly echo?: EchoFrontEnd;
 }
 
 /** Handshake authentication, the connection's own channels, and one handler per client event. */
@@ -83,6 +86,7 @@ export function attachRealtime(io: RelayServer, deps: RealtimeDeps): void {
   };
 
   io.use((socket, next) => {
+    if (deps.echo?.admit(socket)) return next();
     deps.verify((socket.handshake.auth as Record<string, unknown> | undefined)?.token).then(
       (claims) => {
         // Verified: keeping the token would cost every socket its length for its whole life.
@@ -163,8 +167,13 @@ export function attachRealtime(io: RelayServer, deps: RealtimeDeps): void {
       }
     });
     const emitter = socket as unknown as { on(e: string, l: (...args: unknown[]) => void): unknown };
-    for (const [event, listener] of listeners) emitter.on(event, listener);
     emitter.on('disconnect', onDisconnect as (...args: unknown[]) => void);
+    if (socket.data.echo) {
+      deps.echo?.attach(socket);
+      return;
+    }
+    if (deps.echo) socket.join(NATIVE_ROOM);
+    for (const [event, listener] of listeners) emitter.on(event, listener);
     armExpiry(socket);
     void joinOwnChannels(socket, deps);
   });

@@ -31,6 +31,8 @@ export interface RedisNames {
   readonly ingest: string;
   /** Stream of ingest entries that could not be published (fields reason, entry, body). */
   readonly ingestDead: string;
+  /** List of a node's console samples (JSON), newest first, trimmed to 15 minutes; expires with the node. */
+  stats(node: string): string;
   /** Sorted set node -> expiry (ms, Redis clock): nodes sharing raw pub/sub ingest. */
   readonly ingestMembers: string;
   /** Hash node -> time (ms, Redis clock) from which the node handles its share. */
@@ -100,6 +102,7 @@ export function redisNames(prefix: string): RedisNames {
     userInfo: (c) => `${prefix}:{${c}}:ui`,
     ingest: `${prefix}:publish`,
     ingestDead: `${prefix}:publish:dead`,
+    stats: (node) => `${prefix}:stats:${node}`,
     ingestMembers: `${prefix}:{ingest}:members`,
     ingestActive: `${prefix}:{ingest}:active`,
     ingestMembersChanged: `${prefix}:ingest:members`,
