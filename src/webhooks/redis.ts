@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import type { PresenceWebhooks } from '../presence/redis.js';
 import type { Redis } from '../redis/client.js';
 import { isCluster } from '../redis/client.js';
 import type { RedisNames } from '../redis/keys.js';
@@ -238,6 +239,30 @@ export class RedisWebhookQueue implements WebhookQueue {
     );
     if (size > 0) await this.redis.incrby(n.webhookBytes, size);
     return true;
+  }
+
+  /** What the Redis presence driver needs to queue each transition's events for these receivers in its script. */
+  presenceHook(
+    receivers: readonly string[],
+    kinds: readonly string[],
+    debounceMs: number,
+    nextId: () => string,
+  ): PresenceWebhooks {
+    const n = this.names;
+    const atomic = !this.cluster;
+    return {
+      receivers: receivers.length,
+      stride: atomic ? 3 : 2,
+      kinds: `,${kinds.join(',')},`,
+      debounceMs,
+      nextId,
+      keys: (channel) =>
+        receivers.flatMap((r) =>
+          atomic
+            ? [n.webhookQueue(channel, r), n.webhookLease(channel, r), n.webhookDue(r)]
+            : [n.webhookQueue(channel, r), n.webhookLease(channel, r)],
+        ),
+    };
   }
 
   /** After the presence script queued events on a Cluster: the due sets it could not write. */
