@@ -202,7 +202,7 @@ export function createMetrics() {
     }),
     echoSubscriptions: new Counter({
       name: 'pushrelay_echo_subscriptions_total',
-      help: 'Laravel Echo subscribe requests, by kind (public, private, presence) and outcome: ok, or why it was refused (invalid_channel, too_many_channels, auth_refused, auth_failed, auth_timeout, auth_garbage, auth_overloaded, no_auth_url, unavailable)',
+      help: 'Laravel Echo subscribe requests, by kind (public, private, presence) and outcome: ok, or why it was refused (invalid_channel, not_public, too_many_channels, auth_refused, auth_failed, auth_timeout, auth_garbage, auth_overloaded, no_auth_url, unavailable)',
       labelNames: ['kind', 'outcome'] as const,
       registers: [registry],
     }),

@@ -240,13 +240,16 @@ describe('Laravel Echo on one node, no Redis prefix, bad input', () => {
     socket.emit('subscribe', { channel: 'x'.repeat(201), auth: {} });
     socket.emit('subscribe', { channel: 'user:alice', auth: {} });
     socket.emit('subscribe', { channel: '$broadcast', auth: {} });
+    // A pushrelay namespace that is not public stays behind its tokens.
+    socket.emit('subscribe', { channel: 'order:42', auth: {} });
     socket.emit('subscribe', { nothing: true });
     socket.emit('subscribe', 'garbage');
-    await waitFor(() => c.errors.length === 3);
+    await waitFor(() => c.errors.length === 4);
     expect(c.errors.map(([ch, s]) => [ch.length, s])).toEqual([
       [200, 400],
       ['user:alice'.length, 400],
       ['$broadcast'.length, 400],
+      ['order:42'.length, 403],
     ]);
     const before = (await scrape(node.url)).value('pushrelay_ratelimit_rejections_total', {
       scope: 'socket',
