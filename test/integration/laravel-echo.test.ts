@@ -282,3 +282,36 @@ describe('Laravel Echo on one node, no Redis prefix, bad input', () => {
     expect((await fetch(`${node.url}/healthz`)).status).toBe(200);
   });
 });
+
+describe('Laravel Echo on a standalone node (no Redis)', () => {
+  let node: RelayNode;
+  const tabs: EchoClient[] = [];
+  const APP = { id: 'shop', key: 'standalone-echo-key' };
+  beforeAll(async () => {
+    node = await startInProcess({ PUSHRELAY_ECHO: 'on', PUSHRELAY_ECHO_CLIENTS: `${APP.id}:${APP.key}` });
+  });
+  afterAll(async () => {
+    for (const t of tabs) t.close();
+    await node?.stop();
+  });
+
+  it('serves Echo sockets, the HTTP API and its channel list from memory; private channels need an auth URL', async () => {
+    const t = await echoClient(node.url);
+    tabs.push(t);
+    const got: unknown[] = [];
+    t.echo.channel('news').listen('.headline', (d: unknown) => got.push(d));
+    t.echo.private('orders.1');
+    await waitFor(() => t.errors.length === 1);
+    expect(t.errors).toEqual([['private-orders.1', 403]]);
+    await channelHas(node.url, 'news', 1, READ_KEY.secret);
+    const list = await get(`${node.url}/apps/${APP.id}/channels?auth_key=${APP.key}`, { secret: '' });
+    expect(list.body).toEqual({ channels: { news: { subscription_count: 1, occupied: true } } });
+    const res = await fetch(`${node.url}/apps/${APP.id}/events?auth_key=${APP.key}`, {
+      method: 'POST',
+      body: JSON.stringify({ channel: 'news', name: 'headline', data: { title: 'hi' } }),
+    });
+    expect(res.status).toBe(200);
+    await waitFor(() => got.length === 1);
+    expect(got).toEqual([{ title: 'hi' }]);
+  });
+});
