@@ -190,8 +190,15 @@ describe('Laravel Echo across three nodes', () => {
     expect(whispers).toEqual([{ name: 'Alice' }]);
     expect(selfWhispers).toEqual([]);
 
-    tab1.close();
-    await sleep(500);
+    // One tab leaves the channel (Echo's unsubscribe), the user stays through the other.
+    tab1.echo.leave('chat.1');
+    await waitFor(async () => {
+      const p = await get<{ sockets: number }>(`${a.url}/v1/channels/presence-chat.1/presence`, {
+        secret: READ_KEY.secret,
+      });
+      return p.body.sockets === 2;
+    });
+    await sleep(300);
     expect(events).toEqual(['joining Alice']);
     tab2.close();
     await waitFor(() => events.length === 2);
