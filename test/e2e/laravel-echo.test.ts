@@ -106,10 +106,11 @@ describe('Laravel Echo across three nodes', () => {
     await waitFor(() => bob.errors.length === 1);
     expect(bob.errors).toEqual([['private-orders.1', 403]]);
     await has('private-orders.1', 1);
-    await broadcast({ event: SHIPPED, channels: ['private-orders.1'], data: { id: 1 } });
+    // examples/laravel's event class, as the app broadcasts it.
+    await broadcast({ form: 'example', event: '', channels: [], data: { id: 5, user_id: 1 } });
     await waitFor(() => got.length === 1);
     await sleep(200);
-    expect(got).toEqual([{ id: 1, socket: null }]);
+    expect(got).toEqual([{ order: { id: 5, user_id: 1 }, socket: null }]);
     expect(alice.errors).toEqual([]);
   });
 
