@@ -48,7 +48,7 @@ export function createMetrics() {
     }),
     publishes: new Counter({
       name: 'pushrelay_publish_messages_total',
-      help: 'Publishes handled by this node, by source (http, batch, legacy, socket, redis, stream, actioncable, anycable) and outcome (ok, duplicate or an error code)',
+      help: 'Publishes handled by this node, by source (http, batch, legacy, socket, redis, stream, actioncable, anycable, laravel, echo) and outcome (ok, duplicate or an error code)',
       labelNames: ['source', 'outcome'] as const,
       registers: [registry],
     }),
@@ -131,7 +131,7 @@ export function createMetrics() {
     }),
     ingestMalformed: new Counter({
       name: 'pushrelay_ingest_malformed_total',
-      help: 'Messages from a Redis source (raw pub/sub, the ingest stream, ActionCable, AnyCable) that were refused as malformed, by source and error code',
+      help: 'Messages from a Redis source (raw pub/sub, the ingest stream, ActionCable, AnyCable, Laravel) that were refused as malformed, by source and error code',
       labelNames: ['source', 'code'] as const,
       registers: [registry],
     }),
