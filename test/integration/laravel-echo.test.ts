@@ -137,6 +137,44 @@ describe('Laravel Echo on one node, no Redis prefix, bad input', () => {
     expect(await malformed('invalid_json')).toBeGreaterThan(0);
   });
 
+  it('one presence model for both protocols: a native member and an Echo member see each other, each in its own shape', async () => {
+    const native = await connectClient(
+      node.url,
+      await token('2', { channels: ['presence-chat.5'], userInfo: { id: 2, name: 'Bob (native)' } }),
+    );
+    await native.request('subscribe', { channels: ['presence-chat.5'] });
+    const alice = await tab(SESSIONS.alice);
+    let here: unknown[] = [];
+    const leaving: unknown[] = [];
+    alice.echo
+      .join('chat.5')
+      .here((users: unknown[]) => {
+        here = users;
+      })
+      .leaving((u: unknown) => leaving.push(u));
+    await waitFor(() => here.length === 2, { what: 'here() with the native member' });
+    expect(here).toEqual([SESSIONS.alice.info, { id: 2, name: 'Bob (native)' }]);
+    const [join] = await native.waitForEvent('pushrelay:join');
+    expect(join!.data).toEqual({ channel: 'presence-chat.5', user: '1', user_info: SESSIONS.alice.info });
+    native.close();
+    await waitFor(() => leaving.length === 1);
+    expect(leaving).toEqual([{ id: 2, name: 'Bob (native)' }]);
+    // Neither got the other protocol's notices.
+    expect(native.received.filter((e) => e.event.startsWith('presence:'))).toEqual([]);
+    const socket = (alice.echo.connector as unknown as { socket: import('socket.io-client').Socket }).socket;
+    const seen: string[] = [];
+    socket.onAny((event: string) => seen.push(event));
+    await laravelBroadcast({
+      port: redis.port,
+      prefix: '',
+      event: 'ping',
+      channels: ['presence-chat.5'],
+      data: {},
+    });
+    await waitFor(() => seen.includes('ping'));
+    expect(seen.filter((e) => e.startsWith('pushrelay:'))).toEqual([]);
+  });
+
   it('toOthers(): the socket named in the broadcast does not get it, the others do', async () => {
     const sender = await tab();
     const other = await tab();
