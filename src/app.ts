@@ -3,10 +3,11 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { createShardedAdapter } from '@socket.io/redis-adapter';
 import Fastify, { LogController } from 'fastify';
 import { type Logger, pino } from 'pino';
-import { createBroker } from './broker/index.js';
+import { createBroker, dropReporter } from './broker/index.js';
 import type { Config } from './config/index.js';
 import { type ErrorCode, RelayError } from './errors.js';
 import { registerAdminRoutes } from './http/admin.js';
+import { registerWebhookAdminRoutes, type WebhookAdmin } from './http/admin-webhooks.js';
 import { registerAssetRoutes } from './http/assets.js';
 import { registerPublisherAuth } from './http/auth.js';
 import { registerBodyParsers } from './http/body.js';
@@ -14,20 +15,24 @@ import { registerEchoRoutes } from './http/echo.js';
 import { registerErrorHandlers } from './http/errors.js';
 import { registerHealthRoutes } from './http/health.js';
 import { registerHistoryRoutes } from './http/history.js';
+import { registerIngestDeadRoutes } from './http/ingest-dead.js';
 import { registerLegacyRoutes } from './http/legacy.js';
 import { registerNodeRoutes } from './http/nodes.js';
 import { MemoryNonceStore, RedisNonceStore } from './http/nonces.js';
 import { registerPresenceRoutes } from './http/presence.js';
 import { registerPublishRoutes } from './http/publish.js';
+import { registerStatsRoutes } from './http/stats.js';
 import { registerTailRoutes } from './http/tail.js';
+import { applyServerTimeouts, clientErrorHandler } from './http/timeouts.js';
 import type { HttpApp } from './http/types.js';
+import { registerWebhookRoutes } from './http/webhooks.js';
 import { Ingest } from './ingest/ingest.js';
 import { listsMembers, USER_NAMESPACE } from './ingest/message.js';
-import { OfflineWebhook } from './ingest/offline-webhook.js';
 import { MemoryResultStore, RedisResultStore } from './ingest/results.js';
 import { compile } from './ingest/schema.js';
 import { type Sources, wireSources } from './ingest/sources/index.js';
 import { counterTotal, createMetrics, type Metrics } from './metrics/index.js';
+import { Sampler } from './metrics/samples.js';
 import { createPresence, type LocalMembership, presenceChannels } from './presence/index.js';
 import { watchSlowConsumers } from './realtime/backpressure.js';
 import { UserControl } from './realtime/control.js';
@@ -39,6 +44,8 @@ import { attachRealtime, createSocketServer, originAllowed } from './realtime/se
 import { createTokenVerifier } from './realtime/tokens.js';
 import { countMessages, createRedis, isReady, type Redis } from './redis/client.js';
 import { redisNames } from './redis/keys.js';
+import { consoleWebhookAdmin } from './webhooks/console.js';
+import { wireWebhooks } from './webhooks/index.js';
 
 export interface Relay {
   readonly config: Config;
@@ -68,13 +75,26 @@ interface RedisConnections {
 
 /** Batches a drain is split into per second; small batches keep the next node's reconnect load even. */
 const DRAIN_BATCHES_PER_SECOND = 10;
+/**
+ * A drain with no sockets left ends once HTTP has been idle this long (ms):
+ * long enough to tell a publisher between two requests from one that moved
+ * to another node, far shorter than a drain period.
+ */
+const DRAIN_HTTP_QUIET_MS = 1000;
 
 /**
  * Builds a relay node from its configuration: Fastify and Socket.IO on one
  * HTTP server, the broker, presence and idempotency stores of its mode, and
  * every route. Never listens: main.ts and the tests do.
  */
-export async function buildApp(config: Config, options: { logger?: Logger } = {}): Promise<Relay> {
+export async function buildApp(
+  config: Config,
+  options: {
+    logger?: Logger;
+    /** The webhook queue's operator side; without it the console shows "webhooks not configured". */
+    webhookAdmin?: WebhookAdmin;
+  } = {},
+): Promise<Relay> {
   const log = options.logger ?? pino({ level: config.logLevel, base: { node: config.nodeId } });
   const metrics = createMetrics();
   const names = redisNames(config.prefix);
@@ -89,6 +109,10 @@ export async function buildApp(config: Config, options: { logger?: Logger } = {}
     // period: whatever is still open then is closed, so shutdown cannot hang.
     forceCloseConnections: true,
     routerOptions: { maxParamLength: 512 },
+    // Set on the server again below (applyServerTimeouts); given here so Fastify does not reset them to 0.
+    requestTimeout: config.requestTimeoutMs,
+    keepAliveTimeout: config.keepAliveTimeoutMs,
+    clientErrorHandler: clientErrorHandler(metrics),
     // Only addresses the operator trusts may claim a client address in X-Forwarded-For.
     trustProxy:
       typeof config.trustProxy === 'number'
@@ -99,6 +123,7 @@ export async function buildApp(config: Config, options: { logger?: Logger } = {}
         : config.trustProxy,
   }).withTypeProvider<TypeBoxTypeProvider>() as unknown as HttpApp;
   http.setValidatorCompiler(({ schema }) => compile(schema));
+  applyServerTimeouts(http.server, config);
 
   let redis: RedisConnections | undefined;
   if (config.redis) {
@@ -198,16 +223,25 @@ export async function buildApp(config: Config, options: { logger?: Logger } = {}
     onInfoRefused: () => metrics.presenceInfoDropped.inc(),
     log,
   };
+  const webhooks = wireWebhooks({
+    config,
+    metrics,
+    log,
+    redis: redis ? { command: redis.command, names } : undefined,
+  });
   const presence = redis
     ? createPresence({
         kind: 'redis',
         ...presenceOptions,
+        webhooks: webhooks?.presence,
         redis: redis.command,
         names,
         ttlSeconds: config.presenceTtl,
       })
     : createPresence({ kind: 'memory', ...presenceOptions });
   presence.onEvent((event) => metrics.presenceEvents.inc({ type: event.type }));
+  const dropped = dropReporter(metrics, log);
+  webhooks?.attach(presence);
   const broker = redis
     ? createBroker({
         kind: 'redis',
@@ -218,6 +252,7 @@ export async function buildApp(config: Config, options: { logger?: Logger } = {}
         names,
         log,
         durability: { replicas: config.redisWaitReplicas, timeoutMs: config.redisWaitMs },
+        dropped,
       })
     : createBroker({ kind: 'memory', retention, idempotencyMs });
   const results = redis
@@ -225,20 +260,17 @@ export async function buildApp(config: Config, options: { logger?: Logger } = {}
     : new MemoryResultStore(idempotencyMs);
   const nonces = redis ? new RedisNonceStore(redis.command, names) : new MemoryNonceStore();
 
-  const webhook =
-    config.offlineWebhook && config.offlineWebhookSecret
-      ? new OfflineWebhook(config.offlineWebhook, config.offlineWebhookSecret, config.nodeId, metrics, log)
-      : undefined;
   const ingest = new Ingest({
     broker,
     presence,
     results,
     metrics,
     maxPayloadBytes: config.maxPayloadBytes,
-    onOffline: webhook ? (users, publication) => webhook.notify(users, publication) : undefined,
+    onOffline: webhooks ? (users, publication) => webhooks.undelivered(users, publication) : undefined,
   });
-  const hub = new Hub(io, broker, presence, metrics, log);
+  const hub = new Hub(io, broker, presence, metrics, log, dropped);
   hub.replayLimit = (channel) => Math.max(1, config.namespace(channel).historySize);
+  hub.retentionTtl = (channel) => config.namespace(channel).historyTtl;
 
   hub.echo = config.echo;
   const echo = config.echo ? new EchoFrontEnd({ io, config, hub, presence, metrics, log }) : undefined;
@@ -281,6 +313,7 @@ export async function buildApp(config: Config, options: { logger?: Logger } = {}
   registerHealthRoutes(http, { metrics, nodeId: config.nodeId, mode: config.mode, notReady });
   registerNodeRoutes(http, presence, { nodeId: config.nodeId, mode: config.mode });
   registerTailRoutes(http, config);
+  registerWebhookRoutes(http, webhooks?.admin);
   registerEchoRoutes(http, {
     clients: config.echoClients,
     ingest,
@@ -288,6 +321,17 @@ export async function buildApp(config: Config, options: { logger?: Logger } = {}
     io,
     cluster: redis !== undefined,
     maxJsonDepth: config.maxJsonDepth,
+  });
+  const sampler = wireConsoleRoutes(http, {
+    config,
+    presence,
+    metrics,
+    log,
+    names,
+    command: redis?.command,
+    sockets: () => nsp.sockets.size,
+    draining: () => draining,
+    webhookAdmin: options.webhookAdmin ?? (webhooks ? consoleWebhookAdmin(webhooks.admin) : undefined),
   });
   registerAssetRoutes(http, { console: config.console });
   const redisTarget = config.redis;
@@ -328,6 +372,7 @@ export async function buildApp(config: Config, options: { logger?: Logger } = {}
   }
 
   await http.ready();
+  webhooks?.start();
 
   if (config.generated.key || config.generated.jwtSecret) {
     log.warn(
@@ -340,6 +385,20 @@ export async function buildApp(config: Config, options: { logger?: Logger } = {}
     );
   }
   log.info({ mode: config.mode, node: config.nodeId }, `pushrelay ${config.mode} node built`);
+
+  // HTTP requests in flight and when the last one ended, so a drain with no
+  // sockets ends once publishers stopped coming rather than after the whole period.
+  let httpInFlight = 0;
+  let httpLastEnded = Date.now();
+  http.server.on('request', (_req, res) => {
+    httpInFlight++;
+    res.once('close', () => {
+      httpInFlight--;
+      httpLastEnded = Date.now();
+    });
+  });
+  const idle = () =>
+    io.engine.clientsCount === 0 && httpInFlight === 0 && Date.now() - httpLastEnded >= DRAIN_HTTP_QUIET_MS;
 
   let drained: Promise<void> | undefined;
   let closed: Promise<void> | undefined;
@@ -364,7 +423,8 @@ export async function buildApp(config: Config, options: { logger?: Logger } = {}
         log.info({ sockets: sockets.length, seconds: config.drainSeconds }, 'draining');
         metrics.drainRemaining.set(sockets.length);
         const started = Date.now();
-        for (let i = 0; i < rounds && sockets.length > 0; i++) {
+        // Sockets that all left by themselves leave nothing to spread out.
+        for (let i = 0; i < rounds && sockets.length > 0 && io.engine.clientsCount > 0; i++) {
           // Cumulative quota, so a few sockets are spread over the whole period rather than its first rounds.
           const due = Math.ceil((total * (i + 1)) / rounds) - (total - sockets.length);
           for (const socket of sockets.splice(0, due)) if (socket.connected) disconnect(socket, 'draining');
@@ -374,9 +434,10 @@ export async function buildApp(config: Config, options: { logger?: Logger } = {}
         }
         for (const socket of sockets) if (socket.connected) disconnect(socket, 'draining');
         metrics.drainRemaining.set(0);
-        // Publishers are still being routed here until the balancer sees /readyz fail; keep serving them.
-        await sleep(Math.max(0, started + ms - Date.now()));
-        log.info('drained');
+        // Publishers are still being routed here until the balancer sees /readyz
+        // fail; keep serving them, but a node nobody uses any more stops now.
+        while (Date.now() < started + ms && !idle()) await sleep(Math.min(100, started + ms - Date.now()));
+        log.info({ seconds: (Date.now() - started) / 1000 }, 'drained');
       })();
       return drained;
     },
@@ -384,8 +445,9 @@ export async function buildApp(config: Config, options: { logger?: Logger } = {}
       closed ??= (async () => {
         draining = true;
         hub.close();
+        sampler.stop();
         stopWatchingConsumers();
-        webhook?.close();
+        webhooks?.close();
         await sources.stop();
         for (const socket of nsp.sockets.values()) socket.disconnect(true);
         io.engine.close();
@@ -411,6 +473,61 @@ export async function buildApp(config: Config, options: { logger?: Logger } = {}
     },
   };
   return relay;
+}
+
+/** The console's data: per-node samples for the charts, and the dead letters of the ingest stream and webhooks. */
+function wireConsoleRoutes(
+  http: HttpApp,
+  deps: {
+    config: Config;
+    presence: Parameters<typeof registerStatsRoutes>[1]['presence'];
+    metrics: Metrics;
+    log: Logger;
+    names: ReturnType<typeof redisNames>;
+    command: Redis | undefined;
+    sockets: () => number;
+    draining: () => boolean;
+    webhookAdmin: WebhookAdmin | undefined;
+  },
+): Sampler {
+  const { config, metrics, log, names, command, webhookAdmin } = deps;
+  const intervalMs = config.statsIntervalSeconds * 1000;
+  const sampler = new Sampler({
+    metrics,
+    intervalMs,
+    nodeId: config.nodeId,
+    sockets: deps.sockets,
+    draining: deps.draining,
+    webhookQueue: webhookAdmin
+      ? async () => {
+          const s = await webhookAdmin.stats();
+          return s.queued + s.retrying;
+        }
+      : undefined,
+    redis: command ? { command, key: names.stats(config.nodeId) } : undefined,
+    log,
+  });
+  sampler.start();
+  const redis = command ? { command, names } : undefined;
+  registerStatsRoutes(http, {
+    presence: deps.presence,
+    sampler,
+    nodeId: config.nodeId,
+    mode: config.mode,
+    intervalMs,
+    redis,
+  });
+  registerIngestDeadRoutes(http, {
+    redis,
+    streams: {
+      stream: { stream: names.ingest, field: 'body' },
+      ...(config.anycable ? { anycable: { stream: config.anycableChannel, field: 'payload' } } : {}),
+    },
+    metrics,
+    log,
+  });
+  registerWebhookAdminRoutes(http, { admin: webhookAdmin, metrics, log });
+  return sampler;
 }
 
 function sleep(ms: number): Promise<void> {

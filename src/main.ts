@@ -1,5 +1,5 @@
 import { buildApp } from './app.js';
-import { ConfigError, loadConfig } from './config/index.js';
+import { ConfigError, loadConfig, redactUrls } from './config/index.js';
 
 // Load config -> build app -> listen; SIGTERM drains, then exits 0.
 
@@ -46,7 +46,8 @@ const invokedDirectly =
   process.argv[1] !== undefined && import.meta.url === new URL(`file://${process.argv[1]}`).href;
 if (invokedDirectly) {
   main().catch((err: unknown) => {
-    process.stderr.write(`pushrelay: failed to start: ${(err as Error).stack ?? String(err)}\n`);
+    // A Redis or webhook URL in an error must not put its password in the logs.
+    process.stderr.write(`pushrelay: failed to start: ${redactUrls((err as Error).stack ?? String(err))}\n`);
     process.exit(1);
   });
 }

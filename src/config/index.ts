@@ -13,7 +13,7 @@ import {
 } from './schema.js';
 
 export type { Env, NamespaceOptions, PublisherKey, RedisAddress, RedisTarget, Scope } from './schema.js';
-export { schema } from './schema.js';
+export { redactUrl, redactUrls, schema } from './schema.js';
 
 export interface Config extends Settings {
   /** REDIS_URL when it names one Redis server (redis: or rediss:). */
@@ -94,9 +94,19 @@ export function loadConfig(env: Env): Config {
       'PUSHRELAY_JWT_SECRET, PUSHRELAY_JWT_PUBLIC_KEY, PUSHRELAY_JWKS_URL: set exactly one way to verify client tokens',
     );
   }
+  if (s.headersTimeoutMs > s.requestTimeoutMs) {
+    problems.push(
+      `PUSHRELAY_HEADERS_TIMEOUT_MS: ${s.headersTimeoutMs} is more than PUSHRELAY_REQUEST_TIMEOUT_MS (${s.requestTimeoutMs}); the headers are part of the request`,
+    );
+  }
   if (s.offlineWebhook !== undefined && s.offlineWebhookSecret === undefined) {
     problems.push(
       'PUSHRELAY_OFFLINE_WEBHOOK_SECRET: required with PUSHRELAY_OFFLINE_WEBHOOK (the app verifies calls with it)',
+    );
+  }
+  if (s.webhooks.length > 0 && s.webhookSecret === undefined) {
+    problems.push(
+      'PUSHRELAY_WEBHOOK_SECRET: required with PUSHRELAY_WEBHOOKS (receivers verify calls with it)',
     );
   }
   if (s.actioncablePrefix !== undefined) {
@@ -143,11 +153,9 @@ export function loadConfig(env: Env): Config {
     if (keys.length === 0)
       problems.push('PUSHRELAY_KEYS: required in production (no publisher could publish)');
     for (const k of keys) {
-      if (k.secret.length < PRODUCTION_MIN_SECRET) {
-        problems.push(
-          `PUSHRELAY_KEYS: the secret of key "${k.name}" is shorter than ${PRODUCTION_MIN_SECRET} characters`,
-        );
-      }
+      // The same check as every other secret: the compose placeholder or 40 × "a" must not start.
+      const weak = weakSecret(k.secret);
+      if (weak) problems.push(`PUSHRELAY_KEYS: the secret of key "${k.name}" ${weak}`);
     }
     if (tokenVerifiers === 0) {
       problems.push(
@@ -158,6 +166,8 @@ export function loadConfig(env: Env): Config {
     if (weakJwt) problems.push(`PUSHRELAY_JWT_SECRET: ${weakJwt}`);
     const weakHook = s.offlineWebhookSecret === undefined ? undefined : weakSecret(s.offlineWebhookSecret);
     if (weakHook) problems.push(`PUSHRELAY_OFFLINE_WEBHOOK_SECRET: ${weakHook}`);
+    const weakHooks = s.webhookSecret === undefined ? undefined : weakSecret(s.webhookSecret);
+    if (weakHooks) problems.push(`PUSHRELAY_WEBHOOK_SECRET: ${weakHooks}`);
     if (s.corsOrigins.length === 0 || s.corsOrigins.includes('*')) {
       problems.push(
         'PUSHRELAY_CORS_ORIGINS: production needs an explicit list of browser origins (not empty, not *); it is what stops cross-site WebSocket hijacking',

@@ -1,4 +1,5 @@
 import { isIP } from 'node:net';
+import { WEBHOOK_EVENT_TYPES, type WebhookEventType } from '../webhooks/types.js';
 
 // The environment, as one schema. Every variable the relay reads is declared
 // here once, with its parser, its default and the sentence the README shows;
@@ -64,10 +65,14 @@ function url(env: string, doc: string, protocols: readonly string[]) {
     try {
       parsed = new URL(raw);
     } catch {
-      throw new InvalidValue(`must be a URL (${protocols.join(' or ')}), got "${raw}"`);
+      throw new InvalidValue(`must be a URL (${protocols.join(' or ')}), got "${redactUrl(raw)}"`);
     }
     if (!protocols.includes(parsed.protocol)) {
       throw new InvalidValue(`must use ${protocols.join(' or ')}, got "${parsed.protocol}"`);
+    }
+    if (parsed.username !== '' || parsed.password !== '') {
+      // fetch() refuses such a URL, and its error would print the password in every log line.
+      throw new InvalidValue(`must not carry credentials (user:password@), got "${redactUrl(raw)}"`);
     }
     return parsed;
   });
@@ -119,6 +124,23 @@ export function parseTrustProxy(raw: string | undefined): TrustProxy {
   return list;
 }
 
+/**
+ * A URL as it may be shown in an error or a log line: user information
+ * (`user:password@`, up to the last `@`, as a malformed URL may hold more than
+ * one) and `password`-like query values become `***`. Works on text that is not
+ * a valid URL, which is exactly when it gets printed.
+ */
+export function redactUrl(raw: string): string {
+  return raw
+    .replace(/^([a-z][a-z0-9+.-]*:\/\/)?[\s\S]*@/i, (_m, scheme: string | undefined) => `${scheme ?? ''}***@`)
+    .replace(/([?&][^=&#]*(?:password|secret|token|key)[^=&#]*=)[^&#]*/gi, '$1***');
+}
+
+/** Every URL's user information in free text (an error's message or stack) as `***`. */
+export function redactUrls(text: string): string {
+  return text.replace(/\b([a-z][a-z0-9+.-]*:\/\/)[^\s/?#"'`]*@/gi, '$1***@');
+}
+
 // ---------------------------------------------------------------------------
 // Composite values
 
@@ -158,12 +180,12 @@ export function parseRedisUrl(raw: string | undefined): RedisTarget | undefined 
     try {
       parsed = new URL(raw);
     } catch {
-      throw new InvalidValue(`must be a URL (${REDIS_SCHEMES}), got "${raw}"`);
+      throw new InvalidValue(`must be a URL (${REDIS_SCHEMES}), got "${redactUrl(raw)}"`);
     }
     return { kind: 'single', url: parsed };
   }
   if (scheme !== 'redis+sentinel' && scheme !== 'redis+cluster') {
-    const shown = scheme ?? raw.split(':')[0] ?? raw;
+    const shown = scheme ?? redactUrl(raw.split(':')[0] ?? raw);
     throw new InvalidValue(`must use ${REDIS_SCHEMES}, got "${shown}:"`);
   }
   let rest = raw.slice(scheme.length + 3);
@@ -174,19 +196,30 @@ export function parseRedisUrl(raw: string | undefined): RedisTarget | undefined 
     rest = rest.slice(0, q);
   }
   const at = rest.lastIndexOf('@');
+  if (at === -1 && raw.includes('@')) {
+    // An unencoded ? or # in the password: what follows would be read as hosts and echoed.
+    throw new InvalidValue(
+      `${scheme}: percent-encode @ : / ? # in the user name and password, got "${redactUrl(raw)}"`,
+    );
+  }
   const auth: { username?: string; password?: string } = {};
   if (at !== -1) {
     const userinfo = rest.slice(0, at);
     rest = rest.slice(at + 1);
     const colon = userinfo.indexOf(':');
-    const user = decodeURIComponent(colon === -1 ? userinfo : userinfo.slice(0, colon));
-    const password = colon === -1 ? '' : decodeURIComponent(userinfo.slice(colon + 1));
+    const user = decode(
+      colon === -1 ? userinfo : userinfo.slice(0, colon),
+      scheme,
+      'the user name or password',
+    );
+    const password =
+      colon === -1 ? '' : decode(userinfo.slice(colon + 1), scheme, 'the user name or password');
     if (user !== '') auth.username = user;
     if (password !== '') auth.password = password;
   }
   const slash = rest.indexOf('/');
   const hostList = slash === -1 ? rest : rest.slice(0, slash);
-  const path = slash === -1 ? '' : decodeURIComponent(rest.slice(slash + 1));
+  const path = slash === -1 ? '' : decode(rest.slice(slash + 1), scheme, 'the master name');
   const addresses = hostList.split(',').map((h) => parseAddress(h.trim(), scheme));
   const params = new URLSearchParams(query);
   if (scheme === 'redis+cluster') {
@@ -214,6 +247,14 @@ export function parseRedisUrl(raw: string | undefined): RedisTarget | undefined 
     ...auth,
     ...(sentinelPassword ? { sentinelPassword } : {}),
   };
+}
+
+function decode(part: string, scheme: string, what: string): string {
+  try {
+    return decodeURIComponent(part);
+  } catch {
+    throw new InvalidValue(`${scheme}: ${what} has a malformed %-escape`);
+  }
 }
 
 function parseAddress(text: string, scheme: string): RedisAddress {
@@ -349,10 +390,11 @@ export const schema = {
     '(unset)',
     parseRedisUrl,
   ),
-  nodeEnv: text(
+  nodeEnv: oneOf(
     'NODE_ENV',
-    '`production` refuses insecure settings; anything else is development',
+    '`production` refuses insecure settings; `development` and `test` generate missing secrets (any other value is refused, so a typo cannot run development mode)',
     'development',
+    ['production', 'development', 'test'],
   ),
   logLevel: oneOf('LOG_LEVEL', 'pino log level', 'info', [
     'fatal',
@@ -422,6 +464,27 @@ export const schema = {
     65536,
     1024,
     16 * 1024 * 1024,
+  ),
+  requestTimeoutMs: int(
+    'PUSHRELAY_REQUEST_TIMEOUT_MS',
+    'a request’s headers and body must arrive within this many milliseconds, else 408 and the connection closes (slow clients cannot hold sockets open); WebSockets and long-polls are not affected',
+    15_000,
+    1000,
+    600_000,
+  ),
+  headersTimeoutMs: int(
+    'PUSHRELAY_HEADERS_TIMEOUT_MS',
+    'a request’s line and headers must arrive within this many milliseconds (at most `PUSHRELAY_REQUEST_TIMEOUT_MS`)',
+    10_000,
+    1000,
+    600_000,
+  ),
+  keepAliveTimeoutMs: int(
+    'PUSHRELAY_KEEP_ALIVE_TIMEOUT_MS',
+    'an idle keep-alive HTTP connection is closed after this many milliseconds (keep it above your load balancer’s idle timeout)',
+    72_000,
+    1000,
+    3_600_000,
   ),
   maxJsonDepth: int(
     'PUSHRELAY_MAX_JSON_DEPTH',
@@ -500,6 +563,85 @@ export const schema = {
   offlineWebhookSecret: optional(
     'PUSHRELAY_OFFLINE_WEBHOOK_SECRET',
     'secret signing offline webhook calls (required with PUSHRELAY_OFFLINE_WEBHOOK)',
+  ),
+  webhooks: variable(
+    'PUSHRELAY_WEBHOOKS',
+    'lifecycle webhook receiver URLs, comma-separated; each gets every event kind of `PUSHRELAY_WEBHOOK_EVENTS`, signed with `PUSHRELAY_WEBHOOK_SECRET`',
+    '(none)',
+    (raw): URL[] => {
+      if (raw === undefined) return [];
+      return raw
+        .split(',')
+        .map((s) => s.trim())
+        .filter((s) => s !== '')
+        .map((s) => {
+          let u: URL;
+          try {
+            u = new URL(s);
+          } catch {
+            throw new InvalidValue(`must be http: or https: URLs, got "${s}"`);
+          }
+          if (u.protocol !== 'http:' && u.protocol !== 'https:')
+            throw new InvalidValue(`must be http: or https: URLs, got "${u.protocol}"`);
+          return u;
+        });
+    },
+  ),
+  webhookEvents: variable(
+    'PUSHRELAY_WEBHOOK_EVENTS',
+    'event kinds sent to `PUSHRELAY_WEBHOOKS`, comma-separated: `user.online`, `user.offline`, `channel.occupied`, `channel.vacated`, `member.added`, `member.removed`, `message.undelivered`',
+    '(all)',
+    (raw): WebhookEventType[] => {
+      if (raw === undefined) return [...WEBHOOK_EVENT_TYPES];
+      const kinds = raw
+        .split(',')
+        .map((s) => s.trim())
+        .filter((s) => s !== '');
+      for (const k of kinds) {
+        if (!(WEBHOOK_EVENT_TYPES as readonly string[]).includes(k))
+          throw new InvalidValue(`unknown event kind "${k}" (known: ${WEBHOOK_EVENT_TYPES.join(', ')})`);
+      }
+      return kinds as WebhookEventType[];
+    },
+  ),
+  webhookSecret: optional(
+    'PUSHRELAY_WEBHOOK_SECRET',
+    'secret signing every lifecycle webhook call (required with `PUSHRELAY_WEBHOOKS`)',
+  ),
+  webhookDebounceSeconds: seconds(
+    'PUSHRELAY_WEBHOOK_DEBOUNCE_SECONDS',
+    'a user (or channel, or member) gone and back within this time produces no `offline`/`online` (`vacated`/`occupied`, `removed`/`added`) pair; those events are sent this much later',
+    5,
+    0,
+    3600,
+  ),
+  webhookTimeoutSeconds: seconds(
+    'PUSHRELAY_WEBHOOK_TIMEOUT_SECONDS',
+    'a webhook call not answered within this time is retried',
+    10,
+    1,
+    120,
+  ),
+  webhookRetrySeconds: seconds(
+    'PUSHRELAY_WEBHOOK_RETRY_SECONDS',
+    'how long webhook events are retried (backoff with jitter, up to 5 minutes apart) before they go to the dead letters',
+    86_400,
+    1,
+    30 * 86_400,
+  ),
+  webhookMaxQueueBytes: int(
+    'PUSHRELAY_WEBHOOK_MAX_QUEUE_BYTES',
+    'bytes of undelivered-message webhook events (offline webhook and `message.undelivered`, which carry the message) queued at once, in memory or in Redis; past it new ones are refused and counted',
+    64 * 1024 * 1024,
+    1024,
+    16 * 1024 * 1024 * 1024,
+  ),
+  webhookDeadLetters: int(
+    'PUSHRELAY_WEBHOOK_DEAD_LETTERS',
+    'webhook dead letters kept (each one key’s events given up on); the oldest go first',
+    10_000,
+    1,
+    1_000_000,
   ),
   redisWaitReplicas: int(
     'PUSHRELAY_REDIS_WAIT_REPLICAS',
@@ -654,6 +796,13 @@ export const schema = {
           return { appId, key };
         });
     },
+  ),
+  statsIntervalSeconds: int(
+    'PUSHRELAY_STATS_INTERVAL_SECONDS',
+    'how often each node samples its own rates for the console charts (`GET /v1/admin/stats`); the last 15 minutes of samples are kept, in Redis in a cluster',
+    5,
+    1,
+    60,
   ),
   console: variable(
     'PUSHRELAY_CONSOLE',

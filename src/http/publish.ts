@@ -40,7 +40,7 @@ export function registerPublishRoutes(app: HttpApp, ingest: Ingest, maxJsonDepth
         response: { 200: PublishResultSchema, ...errorResponses },
       },
     },
-    async (request) => ingest.publish(request.body, 'http'),
+    async (request) => ingest.publish(request.body, 'http', { scope: keyScope(request) }),
   );
 
   app.post(
@@ -60,7 +60,9 @@ export function registerPublishRoutes(app: HttpApp, ingest: Ingest, maxJsonDepth
       },
     },
     async (request, reply) => {
-      const outcomes = await ingest.publishBatch(request.body.messages, 'batch');
+      const outcomes = await ingest.publishBatch(request.body.messages, 'batch', {
+        scope: keyScope(request),
+      });
       const failed = outcomes.find((o) => !o.ok);
       if (failed && !failed.ok) {
         // Nothing is acknowledged unless all of it is. The broker may have
@@ -78,4 +80,9 @@ export function registerPublishRoutes(app: HttpApp, ingest: Ingest, maxJsonDepth
       };
     },
   );
+}
+
+/** Idempotency ids are the publisher key's own: another key using the same id neither suppresses nor answers for it. */
+export function keyScope(request: FastifyRequest): string | undefined {
+  return request.publisher ? `key:${request.publisher.name}` : undefined;
 }

@@ -2,7 +2,7 @@ import { decodeJwt } from 'jose';
 import { Type } from 'typebox';
 import type { Config } from '../config/index.js';
 import { RelayError } from '../errors.js';
-import { assertClientChannel } from '../ingest/message.js';
+import { assertClientChannel, BROADCAST_CHANNEL } from '../ingest/message.js';
 import { mintToken } from '../realtime/mint.js';
 import { errorResponses } from './schemas.js';
 import type { HttpApp } from './types.js';
@@ -20,6 +20,7 @@ export function tailUser(keyName: string): string {
  * a short-lived client token whose only channel is that one. Nothing new is
  * trusted: the token is an ordinary one, checked like any other at connect,
  * and it cannot name a user's own channel (those are not subscribable).
+ * `$broadcast` needs no channel in the token: every socket receives it.
  */
 export function registerTailRoutes(app: HttpApp, config: Config): void {
   app.post(
@@ -41,7 +42,9 @@ export function registerTailRoutes(app: HttpApp, config: Config): void {
     },
     async (request) => {
       const { channel } = request.params;
-      assertClientChannel(channel);
+      // Every socket is in the broadcast channel: its token needs no channel for it.
+      const broadcast = channel === BROADCAST_CHANNEL;
+      if (!broadcast) assertClientChannel(channel);
       if (config.jwtSecret === undefined) {
         throw new RelayError(
           'not_found',
@@ -50,7 +53,7 @@ export function registerTailRoutes(app: HttpApp, config: Config): void {
       }
       const user = tailUser(request.publisher!.name);
       const token = await mintToken(config.jwtSecret, user, {
-        channels: [channel],
+        channels: broadcast ? [] : [channel],
         ttlSeconds: TAIL_TOKEN_SECONDS,
         audience: config.jwtAudience,
         issuer: config.jwtIssuer,

@@ -147,10 +147,67 @@ interface Encoded {
   d: unknown;
 }
 
+/**
+ * A stored or delivered publication that cannot be sent to sockets: Redis is
+ * trusted, but whatever reaches it (an operator's PUBLISH on a delivery
+ * channel, a bug in another version) must not take a node down. `reason` is
+ * a short label for metrics and logs.
+ */
+export class MalformedPublication extends Error {
+  constructor(readonly reason: 'invalid_json' | 'invalid_shape' | 'reserved_event' | 'invalid_event') {
+    super(`malformed publication: ${reason}`);
+    this.name = 'MalformedPublication';
+  }
+}
+
+/**
+ * Reads a publication back from history or a delivery channel, checking
+ * everything a socket emit relies on: an event name Socket.IO does not
+ * reserve (emitting `connect` throws), string id, numeric time, string list
+ * of excepted users. Throws MalformedPublication otherwise.
+ */
 export function decodePublication(text: string): Message {
-  const o = JSON.parse(text) as Encoded;
+  let o: Encoded;
+  try {
+    o = JSON.parse(text) as Encoded;
+  } catch {
+    throw new MalformedPublication('invalid_json');
+  }
+  if (
+    typeof o !== 'object' ||
+    o === null ||
+    Array.isArray(o) ||
+    typeof o.i !== 'string' ||
+    typeof o.e !== 'string' ||
+    typeof o.t !== 'number' ||
+    !Number.isFinite(o.t) ||
+    (o.x !== undefined && !(Array.isArray(o.x) && o.x.every((u) => typeof u === 'string'))) ||
+    (o.s !== undefined && !(Array.isArray(o.s) && o.s.every((u) => typeof u === 'string')))
+  ) {
+    throw new MalformedPublication('invalid_shape');
+  }
+  try {
+    assertEventName(o.e);
+  } catch (err) {
+    throw new MalformedPublication(
+      err instanceof RelayError && err.code === 'reserved_event' ? 'reserved_event' : 'invalid_event',
+    );
+  }
   return { id: o.i, event: o.e, data: o.d, ts: o.t, except: o.x, exceptSockets: o.s };
 }
+
+/** The reason label of a decode failure (anything that is not a MalformedPublication is a shape problem). */
+export function malformedReason(err: unknown): string {
+  return err instanceof MalformedPublication ? err.reason : 'invalid_shape';
+}
+
+/**
+ * The epoch of a channel Redis holds nothing for: never published to, or its
+ * last publish is older than its retention. Reading such a channel creates
+ * nothing; its first publish gives it a real epoch, which nodes and clients
+ * at this epoch and offset 0 take over without a resync (they missed nothing).
+ */
+export const UNBORN_EPOCH = '0';
 
 /** Position of a message in a channel's history: offsets increase by one; a new epoch means history was lost. */
 export interface Position {

@@ -7,6 +7,14 @@ import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom
 /** Gauges read at scrape time from the app; set once the app exists. */
 export interface Probes {
   socketsByTransport?: () => Record<string, number>;
+  /** Latest webhook queue figures: per receiver label, and the whole cluster's bytes and dead letters. */
+  webhooks?: () =>
+    | {
+        endpoints: Record<string, { depth: number; retrying: number }>;
+        bytes: number;
+        deadLetters: number;
+      }
+    | undefined;
   redisReady?: () => Record<string, boolean>;
 }
 
@@ -75,6 +83,12 @@ export function createMetrics() {
       help: 'Deliveries dropped because this node had already delivered that offset',
       registers: [registry],
     }),
+    deliveryMalformed: new Counter({
+      name: 'pushrelay_delivery_malformed_total',
+      help: 'Messages from Redis (delivery channels, history entries) dropped because no socket could be sent them, by reason: invalid_json, invalid_shape, invalid_position, reserved_event (a Socket.IO event such as connect), invalid_event',
+      labelNames: ['reason'] as const,
+      registers: [registry],
+    }),
     deliveryRecovered: new Counter({
       name: 'pushrelay_delivery_recovered_total',
       help: 'Messages replayed from history: to a recovering client (client) or to fill a gap on this node (gap)',
@@ -96,6 +110,57 @@ export function createMetrics() {
       help: 'Offline webhook calls, by outcome (ok, retry, failed, dropped)',
       labelNames: ['outcome'] as const,
       registers: [registry],
+    }),
+    webhookEvents: new Counter({
+      name: 'pushrelay_webhook_events_total',
+      help: 'Webhook events by receiver (its origin) and outcome: queued, delivered, retried, dead_lettered, refused (over PUSHRELAY_WEBHOOK_MAX_QUEUE_BYTES or Redis away)',
+      labelNames: ['endpoint', 'outcome'] as const,
+      registers: [registry],
+    }),
+    webhookLatency: new Histogram({
+      name: 'pushrelay_webhook_delivery_latency_seconds',
+      help: 'Time from a webhook event being produced to the receiver acknowledging it (debounce and retries included), by receiver',
+      labelNames: ['endpoint'] as const,
+      buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600],
+      registers: [registry],
+    }),
+    webhookQueueDepth: new Gauge({
+      name: 'pushrelay_webhook_queue_keys',
+      help: 'Users and channels with webhook events waiting, cluster-wide, by receiver',
+      labelNames: ['endpoint'] as const,
+      registers: [registry],
+      collect() {
+        for (const [endpoint, s] of Object.entries(probes.webhooks?.()?.endpoints ?? {}))
+          this.set({ endpoint }, s.depth);
+      },
+    }),
+    webhookRetrying: new Gauge({
+      name: 'pushrelay_webhook_retrying_keys',
+      help: 'Users and channels whose next webhook event failed at least once and waits for a retry, cluster-wide, by receiver',
+      labelNames: ['endpoint'] as const,
+      registers: [registry],
+      collect() {
+        for (const [endpoint, s] of Object.entries(probes.webhooks?.()?.endpoints ?? {}))
+          this.set({ endpoint }, s.retrying);
+      },
+    }),
+    webhookQueuedBytes: new Gauge({
+      name: 'pushrelay_webhook_queued_bytes',
+      help: 'Bytes of queued undelivered-message webhook events (bounded by PUSHRELAY_WEBHOOK_MAX_QUEUE_BYTES), cluster-wide',
+      registers: [registry],
+      collect() {
+        const s = probes.webhooks?.();
+        if (s) this.set(s.bytes);
+      },
+    }),
+    webhookDeadLetters: new Gauge({
+      name: 'pushrelay_webhook_dead_letters',
+      help: 'Webhook dead letters kept (see GET /v1/webhooks/dead), cluster-wide',
+      registers: [registry],
+      collect() {
+        const s = probes.webhooks?.();
+        if (s) this.set(s.deadLetters);
+      },
     }),
     presenceEvents: new Counter({
       name: 'pushrelay_presence_events_total',
@@ -238,6 +303,12 @@ export function createMetrics() {
     drainRemaining: new Gauge({
       name: 'pushrelay_drain_sockets_remaining',
       help: 'While draining, sockets this node has yet to disconnect',
+      registers: [registry],
+    }),
+    consoleActions: new Counter({
+      name: 'pushrelay_console_actions_total',
+      help: 'Dead-letter actions taken by admin keys (console or API), by action (retry, discard) and queue (ingest, webhooks)',
+      labelNames: ['action', 'queue'] as const,
       registers: [registry],
     }),
     drainActive: new Gauge({

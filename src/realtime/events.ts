@@ -106,6 +106,11 @@ export interface SocketData {
   /** Echo: channels whose auth call is in flight. */
   echoPending?: Set<string>;
   expiryTimer?: NodeJS.Timeout;
+  /**
+   * Channels an admin route put the socket in (server-side subscribe): the
+   * token never had to allow them, so a `refresh` does not take them away.
+   */
+  serverChannels?: Set<string>;
   /** Channels being joined by subscribe requests still in flight (they count against the limit). */
   joining?: number;
   /** Why the relay ended this socket, for the disconnect metric (Socket.IO's own reason says only "forced close"). */

@@ -31,6 +31,8 @@ export interface RedisNames {
   readonly ingest: string;
   /** Stream of ingest entries that could not be published (fields reason, entry, body). */
   readonly ingestDead: string;
+  /** List of a node's console samples (JSON), newest first, trimmed to 15 minutes; expires with the node. */
+  stats(node: string): string;
   /** Sorted set node -> expiry (ms, Redis clock): nodes sharing raw pub/sub ingest. */
   readonly ingestMembers: string;
   /** Hash node -> time (ms, Redis clock) from which the node handles its share. */
@@ -64,6 +66,21 @@ export interface RedisNames {
   nonce(signature: string): string;
   /** Key prefix of the publisher rate limiter. */
   readonly rateLimit: string;
+  /** List of webhook events queued for a receiver under a key (a channel, whose slot it shares). */
+  webhookQueue(key: string, endpoint: string): string;
+  /** Lease of the node delivering a key's events to a receiver. */
+  webhookLease(key: string, endpoint: string): string;
+  /** Hash `n` failed attempts, `first` failure, `next` attempt (ms) of a key's head for a receiver. */
+  webhookState(key: string, endpoint: string): string;
+  /** Sorted set key -> when (ms) a receiver's key is next due. */
+  webhookDue(endpoint: string): string;
+  /** Sorted set key -> next attempt (ms) of a receiver's keys that are retrying. */
+  webhookRetrying(endpoint: string): string;
+  /** Bytes of queued `message.undelivered` events, against PUSHRELAY_WEBHOOK_MAX_QUEUE_BYTES. */
+  readonly webhookBytes: string;
+  /** Hash dead letter id -> JSON, and the sorted set of ids by time. */
+  readonly webhookDead: string;
+  readonly webhookDeadIds: string;
 }
 
 export function redisNames(prefix: string): RedisNames {
@@ -85,6 +102,7 @@ export function redisNames(prefix: string): RedisNames {
     userInfo: (c) => `${prefix}:{${c}}:ui`,
     ingest: `${prefix}:publish`,
     ingestDead: `${prefix}:publish:dead`,
+    stats: (node) => `${prefix}:stats:${node}`,
     ingestMembers: `${prefix}:{ingest}:members`,
     ingestActive: `${prefix}:{ingest}:active`,
     ingestMembersChanged: `${prefix}:ingest:members`,
@@ -108,5 +126,13 @@ export function redisNames(prefix: string): RedisNames {
     adapter: `${prefix}:sio`,
     nonce: (sig) => `${prefix}:nonce:${sig}`,
     rateLimit: `${prefix}:rl:`,
+    webhookQueue: (k, e) => `${prefix}:{${k}}:wq:${e}`,
+    webhookLease: (k, e) => `${prefix}:{${k}}:wl:${e}`,
+    webhookState: (k, e) => `${prefix}:{${k}}:wr:${e}`,
+    webhookDue: (e) => `${prefix}:webhooks:due:${e}`,
+    webhookRetrying: (e) => `${prefix}:webhooks:retrying:${e}`,
+    webhookBytes: `${prefix}:webhooks:bytes`,
+    webhookDead: `${prefix}:{webhooks:dead}:h`,
+    webhookDeadIds: `${prefix}:{webhooks:dead}:z`,
   };
 }

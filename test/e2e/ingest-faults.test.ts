@@ -99,8 +99,10 @@ describe('publishing through Redis under faults', () => {
       i % 10 === 0
         ? [channels[i % 30]!, channels[(i + 7) % 30]!, channels[(i + 19) % 30]!]
         : [channels[i % 30]!];
-    const victim = nodes[0]!;
-    const restarted = nodes[1]!;
+    // Chosen when the stream is flowing: a node that owns partitions but not the router, so the
+    // router goes on handing its partitions entries after it froze (pending there, to be claimed).
+    let victim = nodes[0]!;
+    let restarted = nodes[1]!;
     let victimPartitions: number[] = [];
     let restart: Promise<void> | undefined;
     const producer = new Redis(redis.port, '127.0.0.1');
@@ -124,6 +126,10 @@ describe('publishing through Redis under faults', () => {
         const leases = await Promise.all(
           Array.from({ length: 16 }, (_, k) => r.get(`pushrelay:{ingest:publish:${k}}:lease`)),
         );
+        const router = (await r.get('pushrelay:{ingest:publish:router}:lease')) ?? '';
+        const owns = (n: ProcNode) => leases.some((v) => v?.startsWith(`${n.id}/`));
+        victim = nodes.find((n) => !router.startsWith(`${n.id}/`) && owns(n)) ?? victim;
+        restarted = nodes.find((n) => n !== victim)!;
         victimPartitions = leases.flatMap((v, k) => (v?.startsWith(`${victim.id}/`) ? [k] : []));
         process.kill(victim.proc.pid!, 'SIGSTOP');
         alive = alive.filter((n) => n !== victim);

@@ -186,6 +186,59 @@ describe('configuration', () => {
     }
   });
 
+  it('refuses in production weak publisher key secrets, as it refuses a weak token secret', () => {
+    for (const weak of [
+      'compose-dev-publisher-secret-not-for-production',
+      'a'.repeat(40),
+      'abcabcabcabcabcabcabcabcabcabcabcabc',
+    ]) {
+      const found = problems({ ...production, PUSHRELAY_KEYS: `app:${strong},dev:${weak}` });
+      expect(found).toHaveLength(1);
+      expect(found[0]).toMatch(/^PUSHRELAY_KEYS: the secret of key "dev" /);
+      expect(found[0]).not.toContain(weak);
+    }
+    // Outside production a short readable key stays fine for trying things out.
+    expect(loadConfig({ PUSHRELAY_KEYS: `dev:${'a'.repeat(40)}` }).keys[0]!.name).toBe('dev');
+  });
+
+  it('refuses a NODE_ENV it does not know, naming the values it takes', () => {
+    expect(problems({ NODE_ENV: 'prod' })).toEqual([
+      'NODE_ENV: must be one of production, development, test, got "prod"',
+    ]);
+    expect(loadConfig({ NODE_ENV: 'test' }).production).toBe(false);
+    expect(loadConfig({ NODE_ENV: 'development' }).production).toBe(false);
+  });
+
+  it('never prints the password of a URL it refuses', () => {
+    const cases = [
+      'redis://:s3cret-pw@redis host:6379',
+      'redis://user:s3cret-pw@redis:port',
+      'redis://:s3cret-pw#x@redis:6379',
+      'redis+sentinel://user:s3cret-pw@s1:26379,s2/mymaster',
+      'redis+cluster://:s3cret?pw@h1:7000',
+      'redis+cluster://:s3cret%zz@h1:7000',
+      'redis+sentinel://s1:26379/mymaster?sentinel_password=s3cret-pw&x=1',
+      'user:s3cret-pw@redis:6379',
+      'http://user:s3cret-pw@redis:6379',
+    ];
+    for (const raw of cases) {
+      const found = problems({ REDIS_URL: raw });
+      expect(found, raw).toHaveLength(1);
+      expect(found[0], raw).toMatch(/^REDIS_URL: /);
+      expect(found[0], raw).not.toContain('s3cret');
+    }
+    // A webhook or JWKS URL with credentials cannot be fetched, and fetch's error would print them.
+    for (const name of ['PUSHRELAY_OFFLINE_WEBHOOK', 'PUSHRELAY_JWKS_URL']) {
+      const found = problems({
+        [name]: 'https://app:s3cret-pw@hooks.example.com/x',
+        PUSHRELAY_OFFLINE_WEBHOOK_SECRET: strong,
+      });
+      expect(found[0]).toBe(
+        `${name}: must not carry credentials (user:password@), got "https://***@hooks.example.com/x"`,
+      );
+    }
+  });
+
   it('parses the proxies to trust for client addresses', () => {
     expect(loadConfig({}).trustProxy).toBe(false);
     expect(loadConfig({ PUSHRELAY_TRUST_PROXY: 'true' }).trustProxy).toBe(true);

@@ -73,7 +73,13 @@ export class PubSubIngest {
   private inflight = 0;
   /** Messages being handled. */
   private running = 0;
-  private queue: { bound: Bound; channel: string; payload: Buffer; claim: boolean }[] = [];
+  private queue: { bound: Bound; channel: string; payload: Buffer; claim: string | undefined }[] = [];
+  /**
+   * Claimed messages seen lately, by digest: the n-th identical message in a
+   * claim window claims `<digest>.<n>`, so two identical publishes are two
+   * messages (every node sees them in the same order), not one collapsed.
+   */
+  private readonly occurrences = new Map<string, { n: number; at: number }>();
   /** Index of the queue's first message (a FIFO without Array.shift's copying). */
   private head = 0;
   private probeSeq = 0;
@@ -234,7 +240,12 @@ export class PubSubIngest {
     // handled as a slot frees up. A decision stays right however late the
     // message is handled: the other nodes decided on receipt too.
     this.inflight++;
-    this.queue.push({ bound, channel, payload, claim: verdict === 'claim' });
+    this.queue.push({
+      bound,
+      channel,
+      payload,
+      claim: verdict === 'claim' ? this.claimKey(channel, payload) : undefined,
+    });
     this.drainQueue();
   }
 
@@ -263,14 +274,36 @@ export class PubSubIngest {
     }
   }
 
-  private async handle(bound: Bound, channel: string, payload: Buffer, claim: boolean): Promise<void> {
+  /** The claim of this occurrence of a message, counted on receipt (in the order Redis delivers). */
+  private claimKey(channel: string, payload: Buffer): string {
+    const digest = createHash('sha1').update(channel).update('\n').update(payload).digest('base64url');
+    const now = Date.now();
+    if (this.occurrences.size >= 4096) {
+      for (const [d, o] of this.occurrences) if (now - o.at >= CLAIM_TTL_MS) this.occurrences.delete(d);
+      // Bounded in a burst too: the oldest go first (a repeat of one of them may then collapse).
+      for (const d of this.occurrences.keys()) {
+        if (this.occurrences.size < 65_536) break;
+        this.occurrences.delete(d);
+      }
+    }
+    const seen = this.occurrences.get(digest);
+    const n = seen !== undefined && now - seen.at < CLAIM_TTL_MS ? seen.n + 1 : 1;
+    this.occurrences.set(digest, { n, at: now });
+    return `${digest}.${n}`;
+  }
+
+  private async handle(
+    bound: Bound,
+    channel: string,
+    payload: Buffer,
+    claim: string | undefined,
+  ): Promise<void> {
     const { command, names, nodeId, ctx } = this.deps;
     const { route, counters } = bound;
-    if (claim) {
-      const digest = createHash('sha1').update(channel).update('\n').update(payload).digest('base64url');
+    if (claim !== undefined) {
       let won: string | null;
       try {
-        won = await command.set(names.ingestClaim(digest), nodeId, 'PX', CLAIM_TTL_MS, 'NX');
+        won = await command.set(names.ingestClaim(claim), nodeId, 'PX', CLAIM_TTL_MS, 'NX');
       } catch {
         counters.failed.inc();
         return;
