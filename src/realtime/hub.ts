@@ -384,10 +384,17 @@ export class Hub {
       target = target.except([...message.exceptSockets]);
     if (this.echo) {
       // Echo sockets take the same message in their own shape: emit(event, channel, data).
-      target.except(NATIVE_ROOM).emit(message.event, state.name, message.data);
-      target = target.except(ECHO_ROOM);
+      // Each shape is encoded only when this node has sockets speaking it.
+      const rooms = this.io.of('/').adapter.rooms;
+      if ((rooms.get(ECHO_ROOM)?.size ?? 0) > 0) {
+        target.except(NATIVE_ROOM).emit(message.event, state.name, message.data);
+      }
+      if ((rooms.get(NATIVE_ROOM)?.size ?? 0) > 0) {
+        target.except(ECHO_ROOM).emit(message.event, message.data, meta(state.name, offset, epoch, message));
+      }
+    } else {
+      target.emit(message.event, message.data, meta(state.name, offset, epoch, message));
     }
-    target.emit(message.event, message.data, meta(state.name, offset, epoch, message));
     const reached = this.io.of('/').adapter.rooms.get(state.name)?.size ?? 0;
     this.metrics.deliveries.inc(reached);
     this.metrics.deliveryLatency.observe(Math.max(0, Date.now() - message.ts) / 1000);
