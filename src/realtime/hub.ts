@@ -7,7 +7,10 @@ import {
   listsMembers,
   type Message,
   type Meta,
+  USER_NAMESPACE,
   userChannel,
+  watchedChannel,
+  watchRoom,
 } from '../ingest/message.js';
 import type { Metrics } from '../metrics/index.js';
 import { infoValue, type Member, type Presence, type PresenceEvent } from '../presence/index.js';
@@ -74,7 +77,7 @@ export class Hub {
       io.of('/').sockets.get(id)?.data.presenceAs?.delete(room);
       this.presence.leave(room, id).catch(() => {});
     });
-    adapter.on('delete-room', (room: string) => this.scheduleUnsubscribe(room));
+    adapter.on('delete-room', (room: string) => this.scheduleUnsubscribe(watchedChannel(room) ?? room));
     presence.onEvent((event) => this.notifyPresence(event));
   }
   /** Most entries a recovery may replay (the channel's history size); set by the app. */
@@ -144,6 +147,19 @@ export class Hub {
       this.log.debug({ channel, err: (err as Error).message }, 'presence write deferred');
     });
     return answer;
+  }
+
+  /**
+   * Lets a socket receive a user's own channel from now on without joining
+   * it (the console's tail): it is in the channel's watch room, which every
+   * delivery to the channel on this node reaches too. No presence, no
+   * recovery.
+   */
+  async watch(socket: RelaySocket, channel: string): Promise<ChannelAnswer> {
+    const state = await this.ensure(channel);
+    if (!socket.disconnected) socket.join(watchRoom(channel));
+    this.drain(state);
+    return { offset: state.delivered, epoch: state.epoch, recovered: false };
   }
 
   detach(socket: RelaySocket, channel: string): void {
@@ -324,7 +340,9 @@ export class Hub {
   private emit(state: ChannelState, offset: number, epoch: string, message: Message): void {
     state.delivered = offset;
     state.lastId = message.id;
-    let target = this.io.local.to(state.name);
+    let target = this.io.local.to(
+      state.name.startsWith(`${USER_NAMESPACE}:`) ? [state.name, watchRoom(state.name)] : state.name,
+    );
     if (message.except && message.except.length > 0) target = target.except(message.except.map(userChannel));
     target.emit(message.event, message.data, meta(state.name, offset, epoch, message));
     const reached = this.io.of('/').adapter.rooms.get(state.name)?.size ?? 0;
@@ -407,7 +425,8 @@ export class Hub {
     if (state.linger) clearTimeout(state.linger);
     state.linger = setTimeout(() => {
       state.linger = undefined;
-      if (this.io.of('/').adapter.rooms.has(room) || this.channels.get(room) !== state) return;
+      const rooms = this.io.of('/').adapter.rooms;
+      if (rooms.has(room) || rooms.has(watchRoom(room)) || this.channels.get(room) !== state) return;
       this.channels.delete(room);
       void this.broker.unsubscribe(room).catch(() => {});
     }, LINGER_MS);
