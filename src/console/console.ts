@@ -255,6 +255,8 @@ function drawCharts(): void {
     }, 0);
   $('rate-publishes').textContent = fmt(newest((s) => Object.values(s.publishes).reduce((a, b) => a + b, 0)));
   $('rate-deliveries').textContent = fmt(newest((s) => s.deliveries));
+  // Entries of the ingest stream read by no node yet or not finished, summed over the nodes working on it.
+  $('ingest-pending').textContent = String(newest((s) => s.ingest_pending));
 }
 
 function merge(answer: StatsAnswer): void {
@@ -417,6 +419,7 @@ async function loadIngestDead(cursor: string | undefined): Promise<void> {
     $<HTMLButtonElement>('ingest-dead-more').disabled = page.next_cursor === null;
     const tbody = $<HTMLTableSectionElement>('ingest-dead-rows');
     tbody.replaceChildren();
+    $('ingest-list').hidden = !page.available;
     if (!page.available) {
       status.textContent = 'the ingest stream needs Redis: this node runs standalone';
       $('ingest-dead-total').textContent = '';
@@ -661,7 +664,7 @@ function addTailRow(data: unknown, meta: Meta): void {
   cell(row, new Date(meta.ts).toLocaleTimeString());
   cell(row, meta.event);
   cell(row, String(meta.offset));
-  cell(row, JSON.stringify(data), 'data');
+  bodyCell(row, JSON.stringify(data));
   while (tbody.rows.length > TAIL_ROWS) tbody.deleteRow(-1);
 }
 

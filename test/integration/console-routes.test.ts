@@ -1,13 +1,14 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildApp, type Relay } from '../../src/app.js';
 import { loadConfig } from '../../src/config/index.js';
-import type { WebhookAdmin, WebhookDeadLetter } from '../../src/http/admin-webhooks.js';
+import type { WebhookAdmin } from '../../src/http/admin-webhooks.js';
 import { connectClient } from '../helpers/clients.js';
 import { KEY, READ_KEY, testEnv, token } from '../helpers/env.js';
 import { get, post } from '../helpers/http.js';
 import { scrape } from '../helpers/metrics.js';
 import { type RedisServer, startRedis } from '../helpers/redis.js';
 import { waitFor } from '../helpers/wait.js';
+import { deadDeliveries, ListWebhookAdmin } from '../helpers/webhook-admin.js';
 
 // The routes the console stands on: per-node samples for the charts, the
 // ingest stream's dead letters, and the webhook queue's (through the
@@ -62,38 +63,6 @@ async function start(
   return { relay, url };
 }
 
-/** A webhook queue's admin side, in memory: the shape the Redis queue implements. */
-class ListWebhookAdmin implements WebhookAdmin {
-  dead: WebhookDeadLetter[] = [];
-  retried: string[] = [];
-  async stats() {
-    return {
-      queued: 2,
-      retrying: 1,
-      dead: this.dead.length,
-      receivers: [{ receiver: 'https://app.example/hooks', queued: 2, retrying: 1, dead: this.dead.length }],
-    };
-  }
-  async listDead(cursor: string | undefined, limit: number) {
-    const start = cursor === undefined ? 0 : this.dead.findIndex((d) => d.id === cursor) + 1;
-    const items = this.dead.slice(start, start + limit);
-    return { items, next_cursor: start + limit < this.dead.length ? items[items.length - 1]!.id : null };
-  }
-  async retry(id: string) {
-    const i = this.dead.findIndex((d) => d.id === id);
-    if (i < 0) return false;
-    this.dead.splice(i, 1);
-    this.retried.push(id);
-    return true;
-  }
-  async discard(id: string) {
-    const i = this.dead.findIndex((d) => d.id === id);
-    if (i < 0) return false;
-    this.dead.splice(i, 1);
-    return true;
-  }
-}
-
 const ROUTES: [method: 'GET' | 'POST' | 'DELETE', path: string][] = [
   ['GET', '/v1/admin/stats'],
   ['GET', '/v1/admin/ingest/dead'],
@@ -119,14 +88,7 @@ describe('console routes (standalone)', () => {
   let node: { relay: Relay; url: string };
   const webhooks = new ListWebhookAdmin();
   beforeAll(async () => {
-    webhooks.dead = [1, 2, 3].map((n) => ({
-      id: `w${n}`,
-      event: 'member_added',
-      receiver: 'https://app.example/hooks',
-      last_error: 'HTTP 502',
-      attempts: 8,
-      ts: Date.now() - n * 1000,
-    }));
+    webhooks.dead = deadDeliveries(3);
     node = await start({}, webhooks);
   });
   afterAll(async () => {
