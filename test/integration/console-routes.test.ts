@@ -1,3 +1,4 @@
+import { type Logger, pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildApp, type Relay } from '../../src/app.js';
 import { loadConfig } from '../../src/config/index.js';
@@ -46,6 +47,7 @@ let counter = 0;
 async function start(
   env: Record<string, string> = {},
   webhookAdmin?: WebhookAdmin,
+  logger?: Logger,
 ): Promise<{ relay: Relay; url: string }> {
   const config = loadConfig(
     testEnv({
@@ -55,7 +57,10 @@ async function start(
       ...env,
     }),
   );
-  const relay = await buildApp(config, webhookAdmin ? { webhookAdmin } : {});
+  const relay = await buildApp(config, {
+    ...(webhookAdmin ? { webhookAdmin } : {}),
+    ...(logger ? { logger } : {}),
+  });
   await relay.http.listen({ port: 0, host: '127.0.0.1' });
   const { port } = relay.http.server.address() as { port: number };
   const url = `http://127.0.0.1:${port}`;
@@ -209,9 +214,11 @@ describe('console routes without webhooks, on Redis', () => {
   let redis: RedisServer;
   let node: { relay: Relay; url: string };
   const prefix = 'consoletest';
+  const logs: Record<string, unknown>[] = [];
   beforeAll(async () => {
     redis = await startRedis();
-    node = await start({ REDIS_URL: redis.url, PUSHRELAY_PREFIX: prefix });
+    const logger = pino({ level: 'info' }, { write: (line: string) => void logs.push(JSON.parse(line)) });
+    node = await start({ REDIS_URL: redis.url, PUSHRELAY_PREFIX: prefix }, undefined, logger);
   });
   afterAll(async () => {
     await node?.relay.close();
@@ -316,6 +323,15 @@ describe('console routes without webhooks, on Redis', () => {
     expect(await r.xlen(`${prefix}:publish:dead`)).toBe(2);
     const m = await scrape(node.url);
     expect(m.value('pushrelay_console_actions_total', { action: 'retry', queue: 'ingest' })).toBe(1);
+    // Who did what is in the log, with the key's name.
+    expect(logs.filter((l) => l.queue === 'ingest').map((l) => [l.msg, l.key, l.action])).toEqual([
+      ['ingest dead letter: discard', 'app', 'discard'],
+      ['ingest dead letter: retry', 'app', 'retry'],
+    ]);
+    expect(logs.find((l) => l.action === 'retry')).toMatchObject({
+      id: letter.id,
+      requeuedAs: retried.body.requeued_as,
+    });
     expect(m.value('pushrelay_console_actions_total', { action: 'discard', queue: 'ingest' })).toBe(1);
   });
 
