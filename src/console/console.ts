@@ -65,6 +65,8 @@ const $ = <T extends HTMLElement = HTMLElement>(id: string): T => {
 };
 
 let secret = '';
+/** Bumped at sign-in and sign-out: a poll answered after the operator left is dropped, not rescheduled. */
+let session = 0;
 let pollTimer: ReturnType<typeof setTimeout> | undefined;
 let polls = 0;
 let intervalMs = 5000;
@@ -324,14 +326,17 @@ function since(): number {
 }
 
 async function poll(): Promise<void> {
+  const mine = session;
   try {
     const answer = await api<StatsAnswer>('GET', `/v1/admin/stats?since=${since()}`);
+    if (mine !== session) return;
     merge(answer);
     showNodes(answer);
     drawCharts();
     $('updated').textContent = `updated ${new Date().toLocaleTimeString()}`;
     if (++polls % DEAD_REFRESH_POLLS === 0) refreshDeadLetters();
   } catch (err) {
+    if (mine !== session) return;
     if (err instanceof ApiError && (err.status === 401 || err.status === 403)) {
       signOut(err.message);
       return;
@@ -559,6 +564,7 @@ async function signIn(event: SubmitEvent): Promise<void> {
     return;
   }
   $<HTMLInputElement>('secret').value = '';
+  session++;
   $('login').hidden = true;
   $('app').hidden = false;
   $('sign-out').hidden = false;
@@ -572,6 +578,7 @@ async function signIn(event: SubmitEvent): Promise<void> {
 
 function signOut(reason = ''): void {
   secret = '';
+  session++;
   clearTimeout(pollTimer);
   stopTail();
   history.clear();

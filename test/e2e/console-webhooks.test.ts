@@ -4,6 +4,7 @@ import { buildApp, type Relay } from '../../src/app.js';
 import { loadConfig } from '../../src/config/index.js';
 import { type Browser, launchBrowser, SCREENSHOTS } from '../helpers/browser.js';
 import { KEY, testEnv } from '../helpers/env.js';
+import { sleep } from '../helpers/wait.js';
 import { deadDeliveries, ListWebhookAdmin } from '../helpers/webhook-admin.js';
 
 // The console's webhook panel in real Chromium, against a standalone relay
@@ -59,5 +60,19 @@ describe('the console webhook panel in Chromium', () => {
     await page.locator('#webhook-stats', { hasText: '10 dead' }).waitFor();
     expect(await page.locator('#webhook-dead-rows tr[data-id="w2"]').count()).toBe(0);
     await page.locator('#dead').screenshot({ path: `${SCREENSHOTS}/console-webhooks.png` });
+  });
+
+  it('on sign-out forgets what it showed and asks the relay for nothing more', async () => {
+    const asked: string[] = [];
+    page.on('request', (r) => asked.push(new URL(r.url()).pathname));
+    await page.click('#sign-out');
+    expect(await page.locator('#app').isVisible()).toBe(false);
+    expect(await page.locator('#login').isVisible()).toBe(true);
+    expect(await page.evaluate('document.activeElement?.id')).toBe('secret');
+    expect(await page.locator('#webhook-dead-rows tr').count()).toBe(0);
+    expect(await page.locator('#node-rows tr').count()).toBe(0);
+    // Three sampling intervals: a poll left running would have asked by now.
+    await sleep(3000);
+    expect(asked.filter((p) => p.startsWith('/v1/'))).toEqual([]);
   });
 });
