@@ -411,6 +411,7 @@ function bodyCell(row: HTMLTableRowElement, body: string): void {
 
 async function loadIngestDead(cursor: string | undefined): Promise<void> {
   const status = $('ingest-dead-status');
+  const mine = session;
   try {
     const q = `limit=${DEAD_PAGE}${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`;
     const page = await api<{
@@ -419,6 +420,7 @@ async function loadIngestDead(cursor: string | undefined): Promise<void> {
       items: IngestDead[];
       next_cursor: string | null;
     }>('GET', `/v1/admin/ingest/dead?${q}`);
+    if (mine !== session) return;
     ingestPager.page = cursor;
     ingestPager.next = page.next_cursor;
     $<HTMLButtonElement>('ingest-dead-more').disabled = page.next_cursor === null;
@@ -473,6 +475,7 @@ async function ingestAction(action: 'retry' | 'discard', id: string): Promise<vo
 
 async function loadWebhooks(cursor: string | undefined): Promise<void> {
   const status = $('webhook-status');
+  const mine = session;
   try {
     const stats = await api<{
       configured: boolean;
@@ -481,6 +484,7 @@ async function loadWebhooks(cursor: string | undefined): Promise<void> {
       dead: number;
       receivers: { receiver: string; queued: number; retrying: number; dead: number }[];
     }>('GET', '/v1/admin/webhooks');
+    if (mine !== session) return;
     $('webhook-list').hidden = !stats.configured;
     if (!stats.configured) {
       status.textContent = 'webhooks not configured';
@@ -495,6 +499,7 @@ async function loadWebhooks(cursor: string | undefined): Promise<void> {
       'GET',
       `/v1/admin/webhooks/dead?${q}`,
     );
+    if (mine !== session) return;
     webhookPager.page = cursor;
     webhookPager.next = page.next_cursor;
     $<HTMLButtonElement>('webhook-dead-more').disabled = page.next_cursor === null;
