@@ -579,10 +579,14 @@ export const schema = {
           try {
             u = new URL(s);
           } catch {
-            throw new InvalidValue(`must be http: or https: URLs, got "${s}"`);
+            throw new InvalidValue(`must be http: or https: URLs, got "${redactUrl(s)}"`);
           }
           if (u.protocol !== 'http:' && u.protocol !== 'https:')
             throw new InvalidValue(`must be http: or https: URLs, got "${u.protocol}"`);
+          if (u.username !== '' || u.password !== '') {
+            // fetch() refuses such a URL, and its error would print the password in every log line.
+            throw new InvalidValue(`must not carry credentials (user:password@), got "${redactUrl(s)}"`);
+          }
           return u;
         });
     },

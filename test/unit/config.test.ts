@@ -245,6 +245,9 @@ describe('configuration', () => {
   });
 
   it('never prints the password of a URL it refuses', () => {
+    expect(
+      problems({ PUSHRELAY_WEBHOOKS: 'https://ok.example/hook, https://app:s3cret-pw@bad host/x' })[0],
+    ).toBe('PUSHRELAY_WEBHOOKS: must be http: or https: URLs, got "https://***@bad host/x"');
     const cases = [
       'redis://:s3cret-pw@redis host:6379',
       'redis://user:s3cret-pw@redis:port',
@@ -263,7 +266,7 @@ describe('configuration', () => {
       expect(found[0], raw).not.toContain('s3cret');
     }
     // A webhook or JWKS URL with credentials cannot be fetched, and fetch's error would print them.
-    for (const name of ['PUSHRELAY_OFFLINE_WEBHOOK', 'PUSHRELAY_JWKS_URL']) {
+    for (const name of ['PUSHRELAY_OFFLINE_WEBHOOK', 'PUSHRELAY_JWKS_URL', 'PUSHRELAY_WEBHOOKS']) {
       const found = problems({
         [name]: 'https://app:s3cret-pw@hooks.example.com/x',
         PUSHRELAY_OFFLINE_WEBHOOK_SECRET: strong,
