@@ -244,6 +244,13 @@ describe('configuration', () => {
     expect(loadConfig({ NODE_ENV: 'development' }).production).toBe(false);
   });
 
+  it('never prints a key it refuses', () => {
+    expect(problems({ PUSHRELAY_ECHO_CLIENTS: 's3cret-echo-key-0123456789' })).toEqual([
+      'PUSHRELAY_ECHO_CLIENTS: each entry must be appId:key (appId of A-Z a-z 0-9 _ . -), got an entry without a colon',
+    ]);
+    expect(problems({ PUSHRELAY_KEYS: 's3cret-publisher-key-0123' })[0]).not.toContain('s3cret');
+  });
+
   it('never prints the password of a URL it refuses', () => {
     expect(
       problems({ PUSHRELAY_WEBHOOKS: 'https://ok.example/hook, https://app:s3cret-pw@bad host/x' })[0],
