@@ -282,14 +282,22 @@ export class RedisPresence implements Presence {
     // rule as count(), with heartbeats at most a third of a TTL out of date
     // (a live node beats again before it could fall out).
     const since = Date.now() - this.ttlSeconds * 1000;
-    return hashes.map((flat) => {
+    const totals: number[] = [];
+    for (const flat of hashes) {
       let total = 0;
       for (let i = 0; i + 1 < flat.length; i += 2) {
         const node = flat[i]!;
-        if (node === this.nodeId || (beats.get(node) ?? 0) >= since) total += Number(flat[i + 1]);
+        if (node === this.nodeId) total += Number(flat[i + 1]);
+        else {
+          const beat = beats.get(node);
+          // A node that joined since this one last read the heartbeats: only Redis knows (count()).
+          if (beat === undefined) return undefined;
+          if (beat >= since) total += Number(flat[i + 1]);
+        }
       }
-      return total;
-    });
+      totals.push(total);
+    }
+    return totals;
   }
 
   async members(channel: string): Promise<ChannelMember[]> {
