@@ -19,6 +19,9 @@ export interface DelivererOptions {
   readonly pollMs: number;
 }
 
+/** Largest body of one call, in characters of event JSON (several events of one key are batched up to it). */
+export const MAX_CALL_BYTES = 1024 * 1024;
+
 export const DELIVERER_DEFAULTS: Omit<DelivererOptions, 'timeoutMs' | 'retryMs'> = {
   baseDelayMs: 500,
   maxDelayMs: 5 * 60_000,
@@ -104,8 +107,17 @@ export class Deliverer {
     }
   }
 
-  private async deliver(endpoint: Endpoint, claim: Claim): Promise<void> {
+  private async deliver(endpoint: Endpoint, whole: Claim): Promise<void> {
     this.inflight.set(endpoint.id, (this.inflight.get(endpoint.id) ?? 0) + 1);
+    // A call carries at most MAX_CALL_BYTES of events (at least one): the rest
+    // stay at the head of the key's queue for the next call.
+    let n = 0;
+    let bytes = 0;
+    while (n < whole.items.length && (n === 0 || bytes + whole.items[n]!.json.length <= MAX_CALL_BYTES)) {
+      bytes += whole.items[n]!.json.length;
+      n++;
+    }
+    const claim = n === whole.items.length ? whole : { ...whole, items: whole.items.slice(0, n) };
     const label = { endpoint: endpoint.label };
     let delivery: string;
     let body: string;

@@ -134,6 +134,32 @@ describe.each(['standalone', 'cluster'] as const)('lifecycle webhooks (%s)', (mo
     online.close();
   });
 
+  it('sends several due events of a user in one call, and splits them at 1 MiB per call, in order', async () => {
+    s.receiver.answer = 503;
+    const blob = 'y'.repeat(60_000);
+    for (let i = 0; i < 24; i++) {
+      const res = await post(`${s.a.url}/v1/publish`, {
+        event: `big-${i}`,
+        data: { blob },
+        users: ['wh-batch'],
+      });
+      expect(res.status).toBe(200);
+    }
+    await waitFor(() => s.receiver.calls.some((c) => c.status === 503 && c.body.includes('wh-batch')));
+    s.receiver.answer = 200;
+    const ours = () => s.receiver.of('message.undelivered').filter((e) => e.users?.includes('wh-batch'));
+    await waitFor(() => new Set(ours().map((e) => e.id)).size === 24, {
+      timeoutMs: 20_000,
+      what: '24 events',
+    });
+    const unique = [...new Map(ours().map((e) => [e.id, e.message!.event])).values()];
+    expect(unique).toEqual(Array.from({ length: 24 }, (_, i) => `big-${i}`));
+    const calls = s.receiver.calls.filter((c) => c.status === 200 && c.body.includes('wh-batch'));
+    const sizes = calls.map((c) => (JSON.parse(c.body) as { events: unknown[] }).events.length);
+    expect(Math.max(...sizes)).toBeGreaterThan(1);
+    for (const c of calls) expect(c.body.length).toBeLessThan(1024 * 1024 + 64 * 1024);
+  });
+
   it('a receiver answering 503 gets every event later, in order per user, once it answers 2xx', async () => {
     s.receiver.answer = 503;
     const users = Array.from({ length: 10 }, (_, i) => `wh-down-${i}`);
@@ -260,6 +286,21 @@ describe.each(['standalone', 'cluster'] as const)('webhook queue bound in bytes 
 });
 
 describe('webhook configuration', () => {
+  it('refuses a weak webhook secret in production', () => {
+    const strong = 'q7Vd9Zk2mP4xW8rT1yL6nB3cH5jF0gSaE2uR';
+    const production = {
+      NODE_ENV: 'production',
+      PUSHRELAY_KEYS: `app:${strong}`,
+      PUSHRELAY_JWT_SECRET: strong,
+      PUSHRELAY_CORS_ORIGINS: 'https://app.example.com',
+      PUSHRELAY_WEBHOOKS: 'https://app.example.com/hooks',
+    };
+    expect(loadConfig({ ...production, PUSHRELAY_WEBHOOK_SECRET: SECRET }).webhooks).toHaveLength(1);
+    expect(() => loadConfig({ ...production, PUSHRELAY_WEBHOOK_SECRET: 'a'.repeat(40) })).toThrow(
+      /PUSHRELAY_WEBHOOK_SECRET: has fewer than 10 distinct characters/,
+    );
+  });
+
   it('refuses receivers without a secret, unknown event kinds and non-http URLs', () => {
     expect(() => loadConfig({ PUSHRELAY_WEBHOOKS: 'https://app.example/hook' })).toThrow(ConfigError);
     expect(() =>
