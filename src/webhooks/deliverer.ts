@@ -19,6 +19,9 @@ export interface DelivererOptions {
   readonly pollMs: number;
 }
 
+/** How often a node offers to look for webhook queues a crash left unindexed (Redis Cluster only). */
+const SWEEP_EVERY_MS = 60_000;
+
 /** Largest body of one call, in characters of event JSON (several events of one key are batched up to it). */
 export const MAX_CALL_BYTES = 1024 * 1024;
 
@@ -44,6 +47,7 @@ export class Deliverer {
   private closed = false;
   private lastStats: WebhookStats | undefined;
   private statsAt = 0;
+  private sweptAt = Date.now();
 
   constructor(
     private readonly queue: WebhookQueue,
@@ -94,6 +98,12 @@ export class Deliverer {
         const batch = endpoint.legacy ? 1 : this.options.batch;
         const claims = await this.queue.claim(endpoint.id, now, free, batch);
         for (const claim of claims) void this.deliver(endpoint, claim);
+      }
+      if (this.queue.sweep && now - this.sweptAt >= SWEEP_EVERY_MS) {
+        this.sweptAt = now;
+        const fixed = await this.queue.sweep(this.endpoints.map((e) => e.id));
+        if (fixed > 0)
+          this.log.warn({ keys: fixed }, 'webhook queues missing from the due index were indexed again');
       }
       if (now - this.statsAt >= 2000) {
         this.statsAt = now;
