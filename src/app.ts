@@ -13,6 +13,7 @@ import { registerPublisherAuth } from './http/auth.js';
 import { registerBodyParsers } from './http/body.js';
 import { registerEchoRoutes } from './http/echo.js';
 import { registerErrorHandlers } from './http/errors.js';
+import { installFastPath } from './http/fast.js';
 import { registerHealthRoutes } from './http/health.js';
 import { registerHistoryRoutes } from './http/history.js';
 import { registerIngestDeadRoutes } from './http/ingest-dead.js';
@@ -21,6 +22,7 @@ import { registerNodeRoutes } from './http/nodes.js';
 import { MemoryNonceStore, RedisNonceStore } from './http/nonces.js';
 import { registerPresenceRoutes } from './http/presence.js';
 import { registerPublishRoutes } from './http/publish.js';
+import { rateStores } from './http/ratelimit.js';
 import { registerStatsRoutes } from './http/stats.js';
 import { registerTailRoutes } from './http/tail.js';
 import { applyServerTimeouts, clientErrorHandler } from './http/timeouts.js';
@@ -34,6 +36,7 @@ import { type Sources, wireSources } from './ingest/sources/index.js';
 import { counterTotal, createMetrics, type Metrics } from './metrics/index.js';
 import { Sampler } from './metrics/samples.js';
 import { createPresence, type LocalMembership, presenceChannels } from './presence/index.js';
+import { Admission } from './realtime/admission.js';
 import { watchSlowConsumers } from './realtime/backpressure.js';
 import { UserControl } from './realtime/control.js';
 import type { RelayServer } from './realtime/events.js';
@@ -42,7 +45,7 @@ import { fullBucket, take } from './realtime/limits.js';
 import { EchoFrontEnd } from './realtime/protocols/echo/index.js';
 import { attachRealtime, createSocketServer, originAllowed } from './realtime/server.js';
 import { createTokenVerifier } from './realtime/tokens.js';
-import { countMessages, createRedis, isReady, type Redis } from './redis/client.js';
+import { countMessages, createRedis, isReady, onReset, type Redis } from './redis/client.js';
 import { redisNames } from './redis/keys.js';
 import { consoleWebhookAdmin } from './webhooks/console.js';
 import { wireWebhooks } from './webhooks/index.js';
@@ -127,12 +130,21 @@ export async function buildApp(
 
   let redis: RedisConnections | undefined;
   if (config.redis) {
+    // A hung Redis is noticed within PUSHRELAY_REDIS_TIMEOUT_MS (and a
+    // publish fails at once after that); WAIT may block the command connection longer.
+    const limits = { timeoutMs: config.redisTimeoutMs };
     redis = {
-      command: createRedis(config.redis, 'command', log),
-      subscriber: createRedis(config.redis, 'subscriber', log),
-      adapterSubscriber: createRedis(config.redis, 'adapter-sub', log),
-      ingestSubscriber: createRedis(config.redis, 'ingest', log),
+      command: createRedis(config.redis, 'command', log, {
+        ...limits,
+        blockingMs: config.redisWaitReplicas > 0 ? config.redisWaitMs : 0,
+      }),
+      subscriber: createRedis(config.redis, 'subscriber', log, limits),
+      adapterSubscriber: createRedis(config.redis, 'adapter-sub', log, limits),
+      ingestSubscriber: createRedis(config.redis, 'ingest', log, limits),
     };
+    onReset(redis.subscriber, () => metrics.redisSubscriberResets.inc({ role: 'subscriber' }));
+    onReset(redis.adapterSubscriber, () => metrics.redisSubscriberResets.inc({ role: 'adapter' }));
+    onReset(redis.ingestSubscriber, () => metrics.redisSubscriberResets.inc({ role: 'ingest' }));
     countMessages(redis.subscriber, () => metrics.redisMessages.inc({ role: 'subscriber' }));
     countMessages(redis.adapterSubscriber, () => metrics.redisMessages.inc({ role: 'adapter' }));
     const ingestMessages = metrics.redisMessages.labels({ role: 'ingest' });
@@ -140,24 +152,12 @@ export async function buildApp(
   }
 
   let draining = false;
-  const handshakes = fullBucket(config.connectRate);
-  const io: RelayServer = createSocketServer(
-    http.server,
-    config,
-    (req) => {
-      if (draining) return 'draining';
-      if (!originAllowed(config, req.headers.origin)) return 'origin_not_allowed';
-      // Admission keeps a reconnect storm (a node drained or lost) from toppling the
-      // survivors: refused handshakes are retried by socket.io-client with backoff.
-      if (io.engine.clientsCount >= config.maxConnections) return 'over_capacity';
-      if (!take(handshakes, config.connectRate, config.connectRate)) {
-        metrics.rateLimited.inc({ scope: 'connection' });
-        return 'rate_limited';
-      }
-      return undefined;
-    },
-    metrics,
-  );
+  /** A socket could not be set up without Redis: answer it now rather than leave its handshake hanging. */
+  const redisDown = () => redis !== undefined && !(isReady(redis.command) && isReady(redis.subscriber));
+  // Slots go to authenticated sockets only; what a handshake may do before is bounded per address.
+  const admission = new Admission(() => io, config, metrics, { draining: () => draining, redisDown });
+  const io: RelayServer = createSocketServer(http.server, config, (req) => admission.handshake(req), metrics);
+  admission.watch(io);
   // Sharded pub/sub with a Redis channel per room ('dynamic'): a room's
   // broadcasts (presence notices) reach only the nodes with sockets in it, and
   // no node holds a pattern subscription that every publish is matched against.
@@ -274,19 +274,30 @@ export async function buildApp(
 
   hub.echo = config.echo;
   const echo = config.echo ? new EchoFrontEnd({ io, config, hub, presence, metrics, log }) : undefined;
-  attachRealtime(io, { config, hub, ingest, verify: createTokenVerifier(config), metrics, log, echo });
+  attachRealtime(io, {
+    config,
+    hub,
+    ingest,
+    verify: createTokenVerifier(config),
+    metrics,
+    log,
+    echo,
+    admit: (socket) => admission.socket(socket),
+  });
   const stopWatchingConsumers = watchSlowConsumers(io, config.socketBufferBytes, metrics, log);
 
   registerBodyParsers(http, config.maxJsonDepth);
   registerErrorHandlers(http, metrics, config.maxPayloadBytes);
   registerPublisherAuth(http, config.keys, nonces);
+  const rateLimits = rateStores(redis?.command, names.rateLimit);
   if (config.rateLimit > 0) {
     await http.register(rateLimit, {
       global: false,
       max: config.rateLimit,
       timeWindow: 60_000,
       hook: 'preHandler',
-      ...(redis ? { redis: redis.command, nameSpace: names.rateLimit } : {}),
+      // Cluster-wide, with quota taken from Redis in slices rather than a round trip per request.
+      store: rateLimits.ctor,
       // A Redis outage must not turn into 500s here; the publish itself answers 503.
       skipOnError: true,
       keyGenerator: (request) => (request.publisher ? `key:${request.publisher.name}` : `ip:${request.ip}`),
@@ -302,7 +313,7 @@ export async function buildApp(
 
   const notReady = (): ErrorCode | undefined => {
     if (draining) return 'draining';
-    if (redis && !(isReady(redis.command) && isReady(redis.subscriber))) return 'unavailable';
+    if (redisDown()) return 'unavailable';
     return undefined;
   };
   registerPublishRoutes(http, ingest, config.maxJsonDepth);
@@ -373,6 +384,24 @@ export async function buildApp(
 
   await http.ready();
   webhooks?.start();
+  installFastPath(http.server, {
+    keys: config.keys,
+    ingest,
+    metrics,
+    log,
+    maxPayloadBytes: config.maxPayloadBytes,
+    maxJsonDepth: config.maxJsonDepth,
+    rateLimit:
+      config.rateLimit > 0
+        ? {
+            max: config.rateLimit,
+            windowMs: 60_000,
+            publish: rateLimits.forRoute('POST', '/v1/publish'),
+            batch: rateLimits.forRoute('POST', '/v1/batch'),
+            onExceeded: () => metrics.rateLimited.inc({ scope: 'publisher' }),
+          }
+        : undefined,
+  });
 
   if (config.generated.key || config.generated.jwtSecret) {
     log.warn(
@@ -380,8 +409,11 @@ export async function buildApp(
         publisherKey: config.generated.key?.name,
         publisherSecret: config.generated.key?.secret,
         jwtSecret: config.generated.jwtSecret,
+        ...(config.generated.file ? { file: config.generated.file } : {}),
       },
-      'development mode: no PUSHRELAY_KEYS / PUSHRELAY_JWT_SECRET set, so these were generated for this run only; set them (and NODE_ENV=production) for real use',
+      config.generated.file
+        ? `development mode: no PUSHRELAY_KEYS / PUSHRELAY_JWT_SECRET set, so these are used, kept in ${config.generated.file} for every development node started in this directory (standalone or with REDIS_URL); set them (and NODE_ENV=production) for real use`
+        : 'development mode: no PUSHRELAY_KEYS / PUSHRELAY_JWT_SECRET set, so these were generated for this run only; set them (and NODE_ENV=production) for real use',
     );
   }
   log.info({ mode: config.mode, node: config.nodeId }, `pushrelay ${config.mode} node built`);

@@ -1,12 +1,13 @@
 import { buildApp } from './app.js';
-import { ConfigError, loadConfig, redactUrls } from './config/index.js';
+import { ConfigError, loadConfig, loadDevSecrets, redactUrls } from './config/index.js';
 
 // Load config -> build app -> listen; SIGTERM drains, then exits 0.
 
 export async function main(env: NodeJS.ProcessEnv = process.env): Promise<void> {
   let config: ReturnType<typeof loadConfig>;
   try {
-    config = loadConfig(env);
+    // Development secrets are kept per checkout, so every dev node started here shares them.
+    config = loadConfig(env, { devSecrets: () => loadDevSecrets(process.cwd()) });
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stderr.write(`pushrelay: ${err.message}\n`);

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
+import type { DevSecrets } from './dev-secrets.js';
 import {
   type Env,
   InvalidValue,
@@ -12,6 +13,7 @@ import {
   schema,
 } from './schema.js';
 
+export { DEV_SECRETS_FILE, type DevSecrets, loadDevSecrets } from './dev-secrets.js';
 export type { Env, NamespaceOptions, PublisherKey, RedisAddress, RedisTarget, Scope } from './schema.js';
 export { redactUrl, redactUrls, schema } from './schema.js';
 
@@ -23,8 +25,11 @@ export interface Config extends Settings {
   /** Whether /console is served: PUSHRELAY_CONSOLE, else on outside production. */
   readonly console: boolean;
   readonly nodeId: string;
-  /** Secrets made up at start because none were configured (development only); logged once. */
-  readonly generated: { readonly key?: PublisherKey; readonly jwtSecret?: string };
+  /**
+   * Secrets made up because none were configured (development only); logged
+   * once. `file` is where they are kept for the next start and other nodes.
+   */
+  readonly generated: { readonly key?: PublisherKey; readonly jwtSecret?: string; readonly file?: string };
   /** Options of the namespace a channel belongs to, defaults filled in. */
   readonly namespace: (channel: string) => NamespaceOptions;
 }
@@ -57,11 +62,19 @@ export function weakSecret(secret: string): string | undefined {
   return undefined;
 }
 
+export interface LoadOptions {
+  /**
+   * Where development secrets come from when none are configured (main.ts:
+   * the checkout's stored ones); random for this call when absent.
+   */
+  readonly devSecrets?: () => DevSecrets;
+}
+
 /**
  * Reads and validates the environment once. Reports every problem at once
  * rather than the first, so a broken deployment is fixed in one round.
  */
-export function loadConfig(env: Env): Config {
+export function loadConfig(env: Env, options: LoadOptions = {}): Config {
   const problems: string[] = [];
   const values: Record<string, unknown> = {};
   for (const [key, v] of Object.entries(schema)) {
@@ -84,7 +97,7 @@ export function loadConfig(env: Env): Config {
 
   const s = values as unknown as Settings;
   const production = s.nodeEnv === 'production';
-  const generated: { key?: PublisherKey; jwtSecret?: string } = {};
+  const generated: { key?: PublisherKey; jwtSecret?: string; file?: string } = {};
   let keys = s.keys;
   let jwtSecret = s.jwtSecret;
   const tokenVerifiers = [s.jwtSecret, s.jwtPublicKey, s.jwksUrl].filter((x) => x !== undefined).length;
@@ -173,18 +186,19 @@ export function loadConfig(env: Env): Config {
         'PUSHRELAY_CORS_ORIGINS: production needs an explicit list of browser origins (not empty, not *); it is what stops cross-site WebSocket hijacking',
       );
     }
-  } else {
+  } else if (keys.length === 0 || tokenVerifiers === 0) {
+    const dev = options.devSecrets?.() ?? {
+      publisherSecret: randomBytes(24).toString('hex'),
+      jwtSecret: randomBytes(32).toString('hex'),
+    };
+    if (dev.file !== undefined) generated.file = dev.file;
     if (keys.length === 0) {
-      const key: PublisherKey = {
-        name: 'dev',
-        secret: randomBytes(24).toString('hex'),
-        scopes: new Set(SCOPES),
-      };
+      const key: PublisherKey = { name: 'dev', secret: dev.publisherSecret, scopes: new Set(SCOPES) };
       keys = [key];
       generated.key = key;
     }
     if (tokenVerifiers === 0) {
-      jwtSecret = randomBytes(32).toString('hex');
+      jwtSecret = dev.jwtSecret;
       generated.jwtSecret = jwtSecret;
     }
   }

@@ -284,9 +284,7 @@ export function parseKeys(raw: string | undefined): PublisherKey[] {
     if (entry === '') continue;
     const parts = entry.split(':');
     if (parts.length < 2 || parts.length > 3) {
-      throw new InvalidValue(
-        `each key must be name:secret or name:secret:scope+scope, got "${redact(entry)}"`,
-      );
+      throw new InvalidValue(`each key must be name:secret or name:secret:scope+scope, got ${redact(entry)}`);
     }
     const [name = '', secret = '', scopeList] = parts;
     if (!/^[A-Za-z0-9_.-]{1,64}$/.test(name)) {
@@ -314,8 +312,10 @@ export function parseKeys(raw: string | undefined): PublisherKey[] {
 }
 
 function redact(entry: string): string {
+  // Without a colon the entry may be the secret alone: show none of it.
+  if (!entry.includes(':')) return 'an entry without a colon';
   const [name] = entry.split(':');
-  return `${name}:***`;
+  return `"${name}:***"`;
 }
 
 /** Per channel namespace options (the part of a channel name before the first ':'). */
@@ -508,6 +508,20 @@ export const schema = {
     1,
     10_000_000,
   ),
+  preauthTimeoutMs: int(
+    'PUSHRELAY_PREAUTH_TIMEOUT_MS',
+    'how long a handshake may stay open without authenticating (Socket.IO `connectTimeout`); it holds no connection slot meanwhile',
+    5000,
+    500,
+    60_000,
+  ),
+  preauthPerAddress: int(
+    'PUSHRELAY_PREAUTH_PER_ADDRESS',
+    'handshakes one client address (per PUSHRELAY_TRUST_PROXY) may have open and not yet authenticated; past it its handshakes are refused `rate_limited`, without spending the handshake rate other clients need',
+    128,
+    1,
+    1_000_000,
+  ),
   connectRate: int(
     'PUSHRELAY_CONNECT_RATE',
     'new socket handshakes one node accepts per second (a reconnect storm is spread out, not absorbed at once)',
@@ -579,10 +593,14 @@ export const schema = {
           try {
             u = new URL(s);
           } catch {
-            throw new InvalidValue(`must be http: or https: URLs, got "${s}"`);
+            throw new InvalidValue(`must be http: or https: URLs, got "${redactUrl(s)}"`);
           }
           if (u.protocol !== 'http:' && u.protocol !== 'https:')
             throw new InvalidValue(`must be http: or https: URLs, got "${u.protocol}"`);
+          if (u.username !== '' || u.password !== '') {
+            // fetch() refuses such a URL, and its error would print the password in every log line.
+            throw new InvalidValue(`must not carry credentials (user:password@), got "${redactUrl(s)}"`);
+          }
           return u;
         });
     },
@@ -655,6 +673,13 @@ export const schema = {
     'how long a publish waits for `PUSHRELAY_REDIS_WAIT_REPLICAS` replicas before answering 503',
     500,
     1,
+    60_000,
+  ),
+  redisTimeoutMs: int(
+    'PUSHRELAY_REDIS_TIMEOUT_MS',
+    'a Redis that answers neither a command nor the PING sent every half second within this many ms counts as unavailable: `/readyz` 503, `pushrelay_redis_connected` 0, publishes 503 at once, new sockets refused (a hung Redis keeps its connections open)',
+    2000,
+    100,
     60_000,
   ),
   presenceTtl: int(
@@ -790,7 +815,8 @@ export const schema = {
           const key = pair.slice(at + 1);
           if (at <= 0 || key === '' || !/^[A-Za-z0-9_.-]{1,100}$/.test(appId)) {
             throw new InvalidValue(
-              `each entry must be appId:key (appId of A-Z a-z 0-9 _ . -), got "${pair.slice(0, at > 0 ? at : 20)}:..."`,
+              // Without a colon the entry may be the key alone: show none of it.
+              `each entry must be appId:key (appId of A-Z a-z 0-9 _ . -), got ${at > 0 ? `"${pair.slice(0, at)}:..."` : 'an entry without a colon'}`,
             );
           }
           return { appId, key };

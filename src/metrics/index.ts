@@ -56,7 +56,7 @@ export function createMetrics() {
     }),
     publishes: new Counter({
       name: 'pushrelay_publish_messages_total',
-      help: 'Publishes handled by this node, by source (http, batch, legacy, socket, redis, stream, actioncable, anycable) and outcome (ok, duplicate or an error code)',
+      help: 'Publishes handled by this node, by source (http, batch, legacy, socket, redis, stream, actioncable, anycable, laravel, echo) and outcome (ok, duplicate or an error code)',
       labelNames: ['source', 'outcome'] as const,
       registers: [registry],
     }),
@@ -175,12 +175,18 @@ export function createMetrics() {
     }),
     redisConnected: new Gauge({
       name: 'pushrelay_redis_connected',
-      help: '1 when the Redis connection of this role is ready (cluster mode)',
+      help: '1 when the Redis connection of this role is ready and answering (cluster mode); 0 while it is down or has not answered within PUSHRELAY_REDIS_TIMEOUT_MS',
       labelNames: ['role'] as const,
       registers: [registry],
       collect() {
         for (const [role, up] of Object.entries(probes.redisReady?.() ?? {})) this.set({ role }, up ? 1 : 0);
       },
+    }),
+    redisSubscriberResets: new Counter({
+      name: 'pushrelay_redis_subscriber_resets_total',
+      help: 'Times a Redis pub/sub connection of this node went down while up (Redis closed it at its pub/sub output-buffer limit, CLIENT KILL, a restart), by role: deliveries (subscriber) are caught up from history once it is back; raw ingest pub/sub (ingest) and adapter traffic sent meanwhile are lost',
+      labelNames: ['role'] as const,
+      registers: [registry],
     }),
     redisMessages: new Counter({
       name: 'pushrelay_redis_messages_received_total',
@@ -196,7 +202,7 @@ export function createMetrics() {
     }),
     ingestMalformed: new Counter({
       name: 'pushrelay_ingest_malformed_total',
-      help: 'Messages from a Redis source (raw pub/sub, the ingest stream, ActionCable, AnyCable) that were refused as malformed, by source and error code',
+      help: 'Messages from a Redis source (raw pub/sub, the ingest stream, ActionCable, AnyCable, Laravel) that were refused as malformed, by source and error code',
       labelNames: ['source', 'code'] as const,
       registers: [registry],
     }),
@@ -267,7 +273,7 @@ export function createMetrics() {
     }),
     echoSubscriptions: new Counter({
       name: 'pushrelay_echo_subscriptions_total',
-      help: 'Laravel Echo subscribe requests, by kind (public, private, presence) and outcome: ok, or why it was refused (invalid_channel, too_many_channels, auth_refused, auth_failed, auth_timeout, auth_garbage, auth_overloaded, no_auth_url, unavailable)',
+      help: 'Laravel Echo subscribe requests, by kind (public, private, presence) and outcome: ok, or why it was refused (invalid_channel, not_public, too_many_channels, auth_refused, auth_failed, auth_timeout, auth_garbage, auth_overloaded, no_auth_url, unavailable)',
       labelNames: ['kind', 'outcome'] as const,
       registers: [registry],
     }),
@@ -290,7 +296,7 @@ export function createMetrics() {
     }),
     rateLimited: new Counter({
       name: 'pushrelay_ratelimit_rejections_total',
-      help: 'Requests refused by a rate limit, by scope (publisher, socket, connection)',
+      help: 'Requests refused by a rate limit, by scope (publisher, socket, connection: the node handshake rate, address: unauthenticated handshakes of one client address)',
       labelNames: ['scope'] as const,
       registers: [registry],
     }),

@@ -1,4 +1,5 @@
 import { randomBytes, randomUUID } from 'node:crypto';
+import { redactUrl } from '../config/schema.js';
 import type { ErrorCode } from '../errors.js';
 import { SIGNATURE_HEADERS, sign } from '../http/auth.js';
 import type { PublishResult } from '../ingest/ingest.js';
@@ -104,10 +105,17 @@ export class Publisher {
     try {
       base = new URL(options.url);
     } catch {
-      throw new TypeError(`url must be the relay's http(s) URL, got ${JSON.stringify(options.url)}`);
+      const shown = typeof options.url === 'string' ? redactUrl(options.url) : options.url;
+      throw new TypeError(`url must be the relay's http(s) URL, got ${JSON.stringify(shown)}`);
     }
     if (base.protocol !== 'http:' && base.protocol !== 'https:') {
       throw new TypeError(`url must use http or https, got "${base.protocol}"`);
+    }
+    if (base.username !== '' || base.password !== '') {
+      // fetch refuses such a URL with an error that prints it, password included.
+      throw new TypeError(
+        `url must not carry credentials (pass the key as secret and keyName), got "${redactUrl(options.url)}"`,
+      );
     }
     if (typeof options.secret !== 'string' || options.secret === '') {
       throw new TypeError('secret must be the publisher key secret (PUSHRELAY_KEYS name:secret)');

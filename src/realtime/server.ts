@@ -34,6 +34,8 @@ export function createSocketServer(
     // Serves socket.io-client's browser bundle at /socket.io/socket.io.min.js, so a page needs no CDN.
     serveClient: true,
     maxHttpBufferSize: config.maxPayloadBytes,
+    // A handshake that does not authenticate in time is closed (it holds no slot meanwhile).
+    connectTimeout: config.preauthTimeoutMs,
     perMessageDeflate: false,
     // Credentialed, so a browser page on another origin sends the load balancer's affinity cookie
     // with each long-polling request (io(url, { withCredentials: true })). The relay itself reads
@@ -65,6 +67,8 @@ export interface RealtimeDeps {
   readonly log: Logger;
   /** PUSHRELAY_ECHO=on: sockets without a token speak Laravel Echo's protocol. */
   readonly echo?: EchoFrontEnd;
+  /** Whether an authenticated socket may take a connection slot; undefined admits it. */
+  readonly admit?: (socket: RelaySocket) => ErrorCode | undefined;
 }
 
 /** Handshake authentication, the connection's own channels, and one handler per client event. */
@@ -85,8 +89,19 @@ export function attachRealtime(io: RelayServer, deps: RealtimeDeps): void {
     socket.data.expiryTimer.unref();
   };
 
+  /** Takes a connection slot for an authenticated (or Echo) socket, or refuses it. */
+  const takeSlot = (socket: RelaySocket, next: (err?: Error) => void) => {
+    const refused = deps.admit?.(socket);
+    if (refused === undefined) return next();
+    metrics.socketConnects.inc({ outcome: refused });
+    const error = new Error(ERRORS[refused].message) as Error & { data: { code: ErrorCode } };
+    error.data = { code: refused };
+    next(error);
+  };
+
   io.use((socket, next) => {
-    if (deps.echo?.admit(socket)) return next();
+    // Echo sockets carry no token; they take a slot like any other, once connected.
+    if (deps.echo?.admit(socket)) return takeSlot(socket, next);
     deps.verify((socket.handshake.auth as Record<string, unknown> | undefined)?.token).then(
       (claims) => {
         // Verified: keeping the token would cost every socket its length for its whole life.
@@ -96,7 +111,8 @@ export function attachRealtime(io: RelayServer, deps: RealtimeDeps): void {
         socket.data.exp = claims.exp;
         socket.data.patterns = claims.patterns;
         if (claims.userInfo !== undefined) socket.data.userInfo = claims.userInfo;
-        next();
+        if (claims.watch !== undefined) socket.data.watch = claims.watch;
+        takeSlot(socket, next);
       },
       (err: unknown) => {
         const e = isRelayError(err) ? err : new RelayError('token_invalid');
@@ -193,9 +209,11 @@ async function joinOwnChannels(socket: RelaySocket, deps: RealtimeDeps): Promise
     // A malformed since recovers nothing; the answer says recovered: false.
   }
   try {
-    const [mine, broadcast] = await Promise.all([
+    const watched = socket.data.watch;
+    const [mine, broadcast, watching] = await Promise.all([
       deps.hub.attach(socket, own, since[own]),
       deps.hub.attach(socket, BROADCAST_CHANNEL, since[BROADCAST_CHANNEL]),
+      watched === undefined || watched === own ? undefined : deps.hub.watch(socket, watched),
     ]);
     if (socket.disconnected) return;
     const event: ConnectedEvent = {
@@ -205,6 +223,9 @@ async function joinOwnChannels(socket: RelaySocket, deps: RealtimeDeps): Promise
       channels: {
         [own]: deps.hub.answerNow(own, mine),
         [BROADCAST_CHANNEL]: deps.hub.answerNow(BROADCAST_CHANNEL, broadcast),
+        ...(watched !== undefined && watching !== undefined
+          ? { [watched]: deps.hub.answerNow(watched, watching) }
+          : {}),
       },
     };
     socket.emit('pushrelay:connected', event);

@@ -155,6 +155,11 @@ describe('pushrelay/publisher', () => {
   it('refuses bad options and bad input before sending anything', async () => {
     expect(() => new Publisher({ url: 'localhost:8080', secret: 's' })).toThrow('http or https');
     expect(() => new Publisher({ url: 'not a url', secret: 's' })).toThrow("relay's http(s) URL");
+    // A URL with credentials is refused without echoing them (fetch's own error would print them).
+    for (const url of ['http://app:Hunter2-pw@relay host:8080', 'https://app:Hunter2-pw@relay.example']) {
+      expect(() => new Publisher({ url, secret: 's' })).toThrow(/^url must .*"https?:\/\/\*\*\*@relay/);
+      expect(() => new Publisher({ url, secret: 's' })).not.toThrow(/Hunter2/);
+    }
     expect(() => new Publisher({ url: node.url, secret: '' })).toThrow('secret');
     expect(() => new Publisher({ url: node.url, secret: 's', keyName: 'bad name' })).toThrow('keyName');
     expect(() => new Publisher({ url: node.url, secret: 's', retries: -1 })).toThrow('retries');

@@ -123,6 +123,26 @@ describe('slowloris', () => {
     polling.close();
   });
 
+  it('answers what Node’s parser refuses in the relay’s error format: a garbled request line, huge headers', async () => {
+    const send = (bytes: string) =>
+      new Promise<string>((resolve) => {
+        const socket = connect(node.port, '127.0.0.1', () => socket.write(bytes));
+        let answer = '';
+        socket.on('data', (c) => {
+          answer += c.toString();
+        });
+        socket.on('error', () => {});
+        socket.on('close', () => resolve(answer));
+      });
+    const body = (answer: string) => JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4));
+    const garbled = await send('P\x00ST /v1/publish HTTP/1.1\r\nHost: relay\r\n\r\n');
+    expect(garbled).toMatch(/^HTTP\/1\.1 400 Bad Request\r\n/);
+    expect(body(garbled)).toEqual({ error: { code: 'bad_request', message: 'the request is malformed' } });
+    const huge = await send(`GET /healthz HTTP/1.1\r\nHost: relay\r\nX-Pad: ${'a'.repeat(20_000)}\r\n\r\n`);
+    expect(huge).toMatch(/^HTTP\/1\.1 431 /);
+    expect(body(huge).error.code).toBe('headers_too_large');
+  });
+
   it('refuses a headers deadline longer than the request deadline', async () => {
     const { loadConfig } = await import('../../src/config/index.js');
     expect(() =>

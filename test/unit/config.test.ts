@@ -1,5 +1,8 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ConfigError, loadConfig } from '../../src/config/index.js';
+import { ConfigError, DEV_SECRETS_FILE, loadConfig, loadDevSecrets } from '../../src/config/index.js';
 
 const strong = 'q7Vd9Zk2mP4xW8rT1yL6nB3cH5jF0gSaE2uR';
 const production = {
@@ -33,6 +36,38 @@ describe('configuration', () => {
     expect(c.generated.key?.secret).toMatch(/^[0-9a-f]{48}$/);
     expect(c.generated.jwtSecret).toMatch(/^[0-9a-f]{64}$/);
     expect(c.nodeId).toMatch(/^[a-z0-9-]+$/);
+  });
+
+  it('keeps development secrets per directory, so every dev node started there shares them', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'pushrelay-dev-'));
+    try {
+      const a = loadConfig({}, { devSecrets: () => loadDevSecrets(dir) });
+      const b = loadConfig({ REDIS_URL: 'redis://r:6379' }, { devSecrets: () => loadDevSecrets(dir) });
+      expect(a.generated.file).toBe(join(dir, DEV_SECRETS_FILE));
+      expect(b.keys[0]!.secret).toBe(a.keys[0]!.secret);
+      expect(b.jwtSecret).toBe(a.jwtSecret);
+      // A configured secret is used as it is; only the missing one comes from the file.
+      const c = loadConfig({ PUSHRELAY_JWT_SECRET: strong }, { devSecrets: () => loadDevSecrets(dir) });
+      expect([c.jwtSecret, c.keys[0]!.secret]).toEqual([strong, a.keys[0]!.secret]);
+      // Production never reads or writes it.
+      let asked = false;
+      loadConfig(production, {
+        devSecrets: () => {
+          asked = true;
+          return loadDevSecrets(dir);
+        },
+      });
+      expect(asked).toBe(false);
+      // Where nothing can be written (here: below a regular file), the secrets last one run, as before.
+      writeFileSync(join(dir, 'plain-file'), '');
+      const none = loadDevSecrets(join(dir, 'plain-file'));
+      expect(none.file).toBeUndefined();
+      expect(none.publisherSecret).toMatch(/^[0-9a-f]{48}$/);
+      // /proc answers ENOENT to mkdir, on which a recursive mkdir would spin forever.
+      expect(loadDevSecrets('/proc/no-such-place').file).toBeUndefined();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('is cluster mode when REDIS_URL is set', () => {
@@ -209,7 +244,17 @@ describe('configuration', () => {
     expect(loadConfig({ NODE_ENV: 'development' }).production).toBe(false);
   });
 
+  it('never prints a key it refuses', () => {
+    expect(problems({ PUSHRELAY_ECHO_CLIENTS: 's3cret-echo-key-0123456789' })).toEqual([
+      'PUSHRELAY_ECHO_CLIENTS: each entry must be appId:key (appId of A-Z a-z 0-9 _ . -), got an entry without a colon',
+    ]);
+    expect(problems({ PUSHRELAY_KEYS: 's3cret-publisher-key-0123' })[0]).not.toContain('s3cret');
+  });
+
   it('never prints the password of a URL it refuses', () => {
+    expect(
+      problems({ PUSHRELAY_WEBHOOKS: 'https://ok.example/hook, https://app:s3cret-pw@bad host/x' })[0],
+    ).toBe('PUSHRELAY_WEBHOOKS: must be http: or https: URLs, got "https://***@bad host/x"');
     const cases = [
       'redis://:s3cret-pw@redis host:6379',
       'redis://user:s3cret-pw@redis:port',
@@ -228,7 +273,7 @@ describe('configuration', () => {
       expect(found[0], raw).not.toContain('s3cret');
     }
     // A webhook or JWKS URL with credentials cannot be fetched, and fetch's error would print them.
-    for (const name of ['PUSHRELAY_OFFLINE_WEBHOOK', 'PUSHRELAY_JWKS_URL']) {
+    for (const name of ['PUSHRELAY_OFFLINE_WEBHOOK', 'PUSHRELAY_JWKS_URL', 'PUSHRELAY_WEBHOOKS']) {
       const found = problems({
         [name]: 'https://app:s3cret-pw@hooks.example.com/x',
         PUSHRELAY_OFFLINE_WEBHOOK_SECRET: strong,
