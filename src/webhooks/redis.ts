@@ -333,7 +333,7 @@ export class RedisWebhookQueue implements WebhookQueue {
     if (length === -1) return; // the lease was lost: whoever holds it now acks these
     const bytes = countedBytes(claim.items);
     await Promise.all([
-      bytes > 0 ? this.redis.decrby(n.webhookBytes, bytes) : undefined,
+      bytes > 0 ? this.release(bytes) : undefined,
       claim.attempts > 0 ? this.redis.zrem(n.webhookRetrying(endpoint), key) : undefined,
       length! > 0
         ? this.redis.zadd(n.webhookDue(endpoint), Math.max(hold!, Date.now()), key)
@@ -482,6 +482,13 @@ export class RedisWebhookQueue implements WebhookQueue {
       } while (cursor !== '0');
     }
     return fixed;
+  }
+
+  /** Takes acknowledged bytes off the count; a count a crash left short never goes below 0. */
+  private async release(bytes: number): Promise<void> {
+    if ((await this.redis.decrby(this.names.webhookBytes, bytes)) < 0) {
+      await this.redis.set(this.names.webhookBytes, 0);
+    }
   }
 
   /** A key found empty: out of the due set, unless an item arrived meanwhile. */
