@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../../src/config/index.js';
 import { connectClient, type TestClient } from '../helpers/clients.js';
+import { type RedisClusterSetup, startRedisCluster } from '../helpers/cluster.js';
 import { KEY, READ_KEY, token } from '../helpers/env.js';
 import { get, post } from '../helpers/http.js';
 import { scrape } from '../helpers/metrics.js';
@@ -14,14 +15,21 @@ const SECRET = 'lifecycle-webhook-secret-0123456789abcdef';
 const DEBOUNCE_MS = 1500;
 const PUBLISH_ONLY = { name: 'pub', secret: 'test-publish-only-secret-0123456789ab' };
 
-/** Standalone: one node twice. Cluster: two nodes on one Redis. */
-function setup(mode: 'standalone' | 'cluster', env: Record<string, string> = {}) {
-  const s = {} as { receiver: Receiver; a: RelayNode; b: RelayNode; redis?: RedisServer };
+/** Standalone: one node twice. Cluster: two nodes on one Redis (or on a Redis Cluster). */
+function setup(mode: 'standalone' | 'cluster' | 'redis-cluster', env: Record<string, string> = {}) {
+  const s = {} as {
+    receiver: Receiver;
+    a: RelayNode;
+    b: RelayNode;
+    redis?: RedisServer;
+    redisCluster?: RedisClusterSetup;
+  };
   beforeAll(async () => {
     s.receiver = await startReceiver(SECRET);
     if (mode === 'cluster') s.redis = await startRedis();
+    if (mode === 'redis-cluster') s.redisCluster = await startRedisCluster();
     const nodeEnv = {
-      REDIS_URL: s.redis?.url,
+      REDIS_URL: s.redis?.url ?? s.redisCluster?.url,
       PUSHRELAY_WEBHOOKS: s.receiver.url,
       PUSHRELAY_WEBHOOK_SECRET: SECRET,
       PUSHRELAY_WEBHOOK_DEBOUNCE_SECONDS: String(DEBOUNCE_MS / 1000),
@@ -29,12 +37,13 @@ function setup(mode: 'standalone' | 'cluster', env: Record<string, string> = {})
       ...env,
     };
     s.a = await startInProcess(nodeEnv);
-    s.b = mode === 'cluster' ? await startInProcess(nodeEnv) : s.a;
+    s.b = mode === 'standalone' ? s.a : await startInProcess(nodeEnv);
   });
   afterAll(async () => {
     await s.a?.stop();
     if (s.b !== s.a) await s.b?.stop();
     await s.redis?.stop();
+    await s.redisCluster?.stop();
     await s.receiver?.close();
   });
   return s;
@@ -181,6 +190,31 @@ describe.each(['standalone', 'cluster'] as const)('lifecycle webhooks (%s)', (mo
     }
     const m = await scrape(s.a.url);
     expect(m.value('pushrelay_webhook_events_total', { outcome: 'retried' })).toBeGreaterThan(0);
+  });
+});
+
+describe('lifecycle webhooks on a Redis Cluster', () => {
+  const s = setup('redis-cluster');
+
+  it('a user and a channel on two nodes: each transition once, in order', async () => {
+    const t = await token('rc-ann', { channels: ['room:*'] });
+    const tabs = [await connectClient(s.a.url, t), await connectClient(s.b.url, t)];
+    for (const tab of tabs) await tab.request('subscribe', { channels: ['room:rc'] });
+    await waitFor(() => s.receiver.of('member.added', 'room:rc').length === 1);
+    for (const tab of tabs) tab.close();
+    await waitFor(() => s.receiver.of('channel.vacated', 'room:rc').length === 1, { timeoutMs: 15_000 });
+    await waitFor(() => s.receiver.of('user.offline', 'rc-ann').length === 1);
+    await sleep(300);
+    expect(s.receiver.events.filter((e) => e.user === 'rc-ann' && !e.channel).map((e) => e.type)).toEqual([
+      'user.online',
+      'user.offline',
+    ]);
+    expect(s.receiver.events.filter((e) => e.channel === 'room:rc').map((e) => e.type)).toEqual([
+      'channel.occupied',
+      'member.added',
+      'member.removed',
+      'channel.vacated',
+    ]);
   });
 });
 
