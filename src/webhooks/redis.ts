@@ -167,6 +167,14 @@ export function decodeItem(raw: string): QueueItem {
   return { hold: Number(raw.slice(0, a)), tag: raw.slice(a + 1, b), json: raw.slice(b + 1) };
 }
 
+/** A sweep runs at most once per this period, cluster-wide. */
+export const SWEEP_LOCK_MS = 55_000;
+
+/** A literal in a Redis MATCH pattern. */
+function globEscape(s: string): string {
+  return s.replace(/[*?[\]\\]/g, '\\$&');
+}
+
 /** How long a claim is held: past the delivery timeout, so two nodes never deliver one key at once. */
 export function leaseMs(timeoutMs: number): number {
   return timeoutMs + 5000;
@@ -325,7 +333,7 @@ export class RedisWebhookQueue implements WebhookQueue {
     if (length === -1) return; // the lease was lost: whoever holds it now acks these
     const bytes = countedBytes(claim.items);
     await Promise.all([
-      bytes > 0 ? this.redis.decrby(n.webhookBytes, bytes) : undefined,
+      bytes > 0 ? this.release(bytes) : undefined,
       claim.attempts > 0 ? this.redis.zrem(n.webhookRetrying(endpoint), key) : undefined,
       length! > 0
         ? this.redis.zadd(n.webhookDue(endpoint), Math.max(hold!, Date.now()), key)
@@ -434,6 +442,53 @@ export class RedisWebhookQueue implements WebhookQueue {
     const n = this.names;
     await this.redis.rpush(n.webhookQueue(key, endpoint), encodeItem(item));
     await this.redis.zadd(n.webhookDue(endpoint), 'LT', Date.now(), key);
+  }
+
+  /**
+   * On a Redis Cluster the presence script cannot write the due sets (another
+   * slot): a node dying between its script and its ZADD leaves a queue no due
+   * set names. This finds such queues on every master and indexes them again
+   * (ZADD NX: a key already indexed keeps its time). One node at a time (a
+   * lock); answers the queues it indexed again.
+   */
+  async sweep(endpoints: readonly string[]): Promise<number> {
+    const redis = this.redis;
+    if (!isCluster(redis)) return 0;
+    const n = this.names;
+    if ((await this.redis.set(n.webhookSweep, '1', 'PX', SWEEP_LOCK_MS, 'NX')) !== 'OK') return 0;
+    const known = new Set(endpoints);
+    const head = `${n.prefix}:{`;
+    const tail = '}:wq:';
+    let fixed = 0;
+    for (const master of redis.nodes('master')) {
+      let cursor = '0';
+      do {
+        const [next, keys] = await master.scan(
+          cursor,
+          'MATCH',
+          `${globEscape(n.prefix)}:{*}:wq:*`,
+          'COUNT',
+          1000,
+        );
+        cursor = next;
+        for (const k of keys) {
+          const at = k.lastIndexOf(tail);
+          if (!k.startsWith(head) || at < 0) continue;
+          const key = k.slice(head.length, at);
+          const endpoint = k.slice(at + tail.length);
+          if (!known.has(endpoint)) continue;
+          fixed += Number(await this.redis.zadd(n.webhookDue(endpoint), 'NX', Date.now(), key));
+        }
+      } while (cursor !== '0');
+    }
+    return fixed;
+  }
+
+  /** Takes acknowledged bytes off the count; a count a crash left short never goes below 0. */
+  private async release(bytes: number): Promise<void> {
+    if ((await this.redis.decrby(this.names.webhookBytes, bytes)) < 0) {
+      await this.redis.set(this.names.webhookBytes, 0);
+    }
   }
 
   /** A key found empty: out of the due set, unless an item arrived meanwhile. */

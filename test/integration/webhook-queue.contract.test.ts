@@ -10,7 +10,7 @@ import { createRedis, isReady, type Redis } from '../../src/redis/client.js';
 import { type RedisNames, redisNames } from '../../src/redis/keys.js';
 import { EventIds } from '../../src/webhooks/events.js';
 import { createWebhookQueue, type WebhookQueue } from '../../src/webhooks/index.js';
-import { RedisWebhookQueue } from '../../src/webhooks/redis.js';
+import { encodeItem, RedisWebhookQueue } from '../../src/webhooks/redis.js';
 import { COUNTED, type QueueItem } from '../../src/webhooks/types.js';
 import { type RedisClusterSetup, startRedisCluster } from '../helpers/cluster.js';
 import { type RedisServer, startRedis } from '../helpers/redis.js';
@@ -295,6 +295,25 @@ describe('redis', () => {
 });
 
 describe('redis cluster', () => {
+  it('a queue a crash left out of the due index is found by the sweep and delivered', async () => {
+    const client = await ready(createRedis(cluster.target, 'command', log));
+    try {
+      const names = redisNames(`ws${++prefixes}`);
+      const queue = new RedisWebhookQueue(client, names, { ...LIMITS, leaseMs: 5000 });
+      // What the presence script writes; the node died before its ZADD.
+      await client.rpush(names.webhookQueue('user:lost', E), encodeItem(item('{"lost":1}')));
+      expect(await queue.claim(E, Date.now(), 10, 10)).toEqual([]);
+      expect(await queue.sweep([E, 'other'])).toBe(1);
+      // One node per period: a second sweep right away does nothing.
+      expect(await queue.sweep([E])).toBe(0);
+      const [c] = await queue.claim(E, Date.now(), 10, 10);
+      expect(c).toMatchObject({ key: 'user:lost', items: [item('{"lost":1}')] });
+      await queue.ack(c!);
+    } finally {
+      client.disconnect();
+    }
+  });
+
   let cluster: RedisClusterSetup;
   beforeAll(async () => {
     cluster = await startRedisCluster();
