@@ -3,7 +3,8 @@
 # test/integration/docker.test.ts and test/e2e/image.test.ts check this file
 # against the code and run its commands.
 
-ARG NODE_IMAGE=node:20-bookworm-slim
+# Node 24, the active LTS line (the suite also runs on 22: .ci/run).
+ARG NODE_IMAGE=node:24-bookworm-slim
 
 # Compiles TypeScript with the dev dependencies, which never reach the image.
 FROM ${NODE_IMAGE} AS build
@@ -31,7 +32,7 @@ COPY package.json ./
 # The official image's "node" user, by number so Kubernetes' runAsNonRoot can verify it.
 USER 1000:1000
 EXPOSE 8080
-# fetch is built into Node 20, so the slim image needs no curl; PORT follows the relay's own setting.
+# fetch is built into Node, so the slim image needs no curl; PORT follows the relay's own setting.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:'+(process.env.PORT||8080)+'/healthz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"]
 # Exec form, no shell and no npm in between: SIGTERM reaches node, which drains and exits 0.

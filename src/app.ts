@@ -3,7 +3,7 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { createShardedAdapter } from '@socket.io/redis-adapter';
 import Fastify, { LogController } from 'fastify';
 import { type Logger, pino } from 'pino';
-import { createBroker } from './broker/index.js';
+import { createBroker, dropReporter } from './broker/index.js';
 import type { Config } from './config/index.js';
 import { type ErrorCode, RelayError } from './errors.js';
 import { registerAdminRoutes } from './http/admin.js';
@@ -11,7 +11,9 @@ import { registerWebhookAdminRoutes, type WebhookAdmin } from './http/admin-webh
 import { registerAssetRoutes } from './http/assets.js';
 import { registerPublisherAuth } from './http/auth.js';
 import { registerBodyParsers } from './http/body.js';
+import { registerEchoRoutes } from './http/echo.js';
 import { registerErrorHandlers } from './http/errors.js';
+import { installFastPath } from './http/fast.js';
 import { registerHealthRoutes } from './http/health.js';
 import { registerHistoryRoutes } from './http/history.js';
 import { registerIngestDeadRoutes } from './http/ingest-dead.js';
@@ -20,27 +22,32 @@ import { registerNodeRoutes } from './http/nodes.js';
 import { MemoryNonceStore, RedisNonceStore } from './http/nonces.js';
 import { registerPresenceRoutes } from './http/presence.js';
 import { registerPublishRoutes } from './http/publish.js';
+import { rateStores } from './http/ratelimit.js';
 import { registerStatsRoutes } from './http/stats.js';
 import { registerTailRoutes } from './http/tail.js';
+import { applyServerTimeouts, clientErrorHandler } from './http/timeouts.js';
 import type { HttpApp } from './http/types.js';
+import { registerWebhookRoutes } from './http/webhooks.js';
 import { Ingest } from './ingest/ingest.js';
 import { listsMembers, USER_NAMESPACE } from './ingest/message.js';
-import { OfflineWebhook } from './ingest/offline-webhook.js';
 import { MemoryResultStore, RedisResultStore } from './ingest/results.js';
 import { compile } from './ingest/schema.js';
 import { type Sources, wireSources } from './ingest/sources/index.js';
 import { counterTotal, createMetrics, type Metrics } from './metrics/index.js';
 import { Sampler } from './metrics/samples.js';
 import { createPresence, type LocalMembership, presenceChannels } from './presence/index.js';
+import { Admission } from './realtime/admission.js';
 import { watchSlowConsumers } from './realtime/backpressure.js';
 import { UserControl } from './realtime/control.js';
 import type { RelayServer } from './realtime/events.js';
 import { disconnect, Hub, memberOf } from './realtime/hub.js';
-import { fullBucket, take } from './realtime/limits.js';
-import { attachRealtime, createSocketServer, originAllowed } from './realtime/server.js';
+import { EchoFrontEnd } from './realtime/protocols/echo/index.js';
+import { attachRealtime, createSocketServer } from './realtime/server.js';
 import { createTokenVerifier } from './realtime/tokens.js';
-import { countMessages, createRedis, isReady, type Redis } from './redis/client.js';
+import { countMessages, createRedis, isReady, onReset, type Redis } from './redis/client.js';
 import { redisNames } from './redis/keys.js';
+import { consoleWebhookAdmin } from './webhooks/console.js';
+import { wireWebhooks } from './webhooks/index.js';
 
 export interface Relay {
   readonly config: Config;
@@ -70,6 +77,12 @@ interface RedisConnections {
 
 /** Batches a drain is split into per second; small batches keep the next node's reconnect load even. */
 const DRAIN_BATCHES_PER_SECOND = 10;
+/**
+ * A drain with no sockets left ends once HTTP has been idle this long (ms):
+ * long enough to tell a publisher between two requests from one that moved
+ * to another node, far shorter than a drain period.
+ */
+const DRAIN_HTTP_QUIET_MS = 1000;
 
 /**
  * Builds a relay node from its configuration: Fastify and Socket.IO on one
@@ -98,6 +111,10 @@ export async function buildApp(
     // period: whatever is still open then is closed, so shutdown cannot hang.
     forceCloseConnections: true,
     routerOptions: { maxParamLength: 512 },
+    // Set on the server again below (applyServerTimeouts); given here so Fastify does not reset them to 0.
+    requestTimeout: config.requestTimeoutMs,
+    keepAliveTimeout: config.keepAliveTimeoutMs,
+    clientErrorHandler: clientErrorHandler(metrics),
     // Only addresses the operator trusts may claim a client address in X-Forwarded-For.
     trustProxy:
       typeof config.trustProxy === 'number'
@@ -108,15 +125,25 @@ export async function buildApp(
         : config.trustProxy,
   }).withTypeProvider<TypeBoxTypeProvider>() as unknown as HttpApp;
   http.setValidatorCompiler(({ schema }) => compile(schema));
+  applyServerTimeouts(http.server, config);
 
   let redis: RedisConnections | undefined;
   if (config.redis) {
+    // A hung Redis is noticed within PUSHRELAY_REDIS_TIMEOUT_MS (and a
+    // publish fails at once after that); WAIT may block the command connection longer.
+    const limits = { timeoutMs: config.redisTimeoutMs };
     redis = {
-      command: createRedis(config.redis, 'command', log),
-      subscriber: createRedis(config.redis, 'subscriber', log),
-      adapterSubscriber: createRedis(config.redis, 'adapter-sub', log),
-      ingestSubscriber: createRedis(config.redis, 'ingest', log),
+      command: createRedis(config.redis, 'command', log, {
+        ...limits,
+        blockingMs: config.redisWaitReplicas > 0 ? config.redisWaitMs : 0,
+      }),
+      subscriber: createRedis(config.redis, 'subscriber', log, limits),
+      adapterSubscriber: createRedis(config.redis, 'adapter-sub', log, limits),
+      ingestSubscriber: createRedis(config.redis, 'ingest', log, limits),
     };
+    onReset(redis.subscriber, () => metrics.redisSubscriberResets.inc({ role: 'subscriber' }));
+    onReset(redis.adapterSubscriber, () => metrics.redisSubscriberResets.inc({ role: 'adapter' }));
+    onReset(redis.ingestSubscriber, () => metrics.redisSubscriberResets.inc({ role: 'ingest' }));
     countMessages(redis.subscriber, () => metrics.redisMessages.inc({ role: 'subscriber' }));
     countMessages(redis.adapterSubscriber, () => metrics.redisMessages.inc({ role: 'adapter' }));
     const ingestMessages = metrics.redisMessages.labels({ role: 'ingest' });
@@ -124,24 +151,12 @@ export async function buildApp(
   }
 
   let draining = false;
-  const handshakes = fullBucket(config.connectRate);
-  const io: RelayServer = createSocketServer(
-    http.server,
-    config,
-    (req) => {
-      if (draining) return 'draining';
-      if (!originAllowed(config, req.headers.origin)) return 'origin_not_allowed';
-      // Admission keeps a reconnect storm (a node drained or lost) from toppling the
-      // survivors: refused handshakes are retried by socket.io-client with backoff.
-      if (io.engine.clientsCount >= config.maxConnections) return 'over_capacity';
-      if (!take(handshakes, config.connectRate, config.connectRate)) {
-        metrics.rateLimited.inc({ scope: 'connection' });
-        return 'rate_limited';
-      }
-      return undefined;
-    },
-    metrics,
-  );
+  /** A socket could not be set up without Redis: answer it now rather than leave its handshake hanging. */
+  const redisDown = () => redis !== undefined && !(isReady(redis.command) && isReady(redis.subscriber));
+  // Slots go to authenticated sockets only; what a handshake may do before is bounded per address.
+  const admission = new Admission(() => io, config, metrics, { draining: () => draining, redisDown });
+  const io: RelayServer = createSocketServer(http.server, config, (req) => admission.handshake(req), metrics);
+  admission.watch(io);
   // Sharded pub/sub with a Redis channel per room ('dynamic'): a room's
   // broadcasts (presence notices) reach only the nodes with sockets in it, and
   // no node holds a pattern subscription that every publish is matched against.
@@ -207,16 +222,25 @@ export async function buildApp(
     onInfoRefused: () => metrics.presenceInfoDropped.inc(),
     log,
   };
+  const webhooks = wireWebhooks({
+    config,
+    metrics,
+    log,
+    redis: redis ? { command: redis.command, names } : undefined,
+  });
   const presence = redis
     ? createPresence({
         kind: 'redis',
         ...presenceOptions,
+        webhooks: webhooks?.presence,
         redis: redis.command,
         names,
         ttlSeconds: config.presenceTtl,
       })
     : createPresence({ kind: 'memory', ...presenceOptions });
   presence.onEvent((event) => metrics.presenceEvents.inc({ type: event.type }));
+  const dropped = dropReporter(metrics, log);
+  webhooks?.attach(presence);
   const broker = redis
     ? createBroker({
         kind: 'redis',
@@ -227,6 +251,7 @@ export async function buildApp(
         names,
         log,
         durability: { replicas: config.redisWaitReplicas, timeoutMs: config.redisWaitMs },
+        dropped,
       })
     : createBroker({ kind: 'memory', retention, idempotencyMs });
   const results = redis
@@ -234,34 +259,44 @@ export async function buildApp(
     : new MemoryResultStore(idempotencyMs);
   const nonces = redis ? new RedisNonceStore(redis.command, names) : new MemoryNonceStore();
 
-  const webhook =
-    config.offlineWebhook && config.offlineWebhookSecret
-      ? new OfflineWebhook(config.offlineWebhook, config.offlineWebhookSecret, config.nodeId, metrics, log)
-      : undefined;
   const ingest = new Ingest({
     broker,
     presence,
     results,
     metrics,
     maxPayloadBytes: config.maxPayloadBytes,
-    onOffline: webhook ? (users, publication) => webhook.notify(users, publication) : undefined,
+    onOffline: webhooks ? (users, publication) => webhooks.undelivered(users, publication) : undefined,
   });
-  const hub = new Hub(io, broker, presence, metrics, log);
+  const hub = new Hub(io, broker, presence, metrics, log, dropped);
   hub.replayLimit = (channel) => Math.max(1, config.namespace(channel).historySize);
+  hub.retentionTtl = (channel) => config.namespace(channel).historyTtl;
 
-  attachRealtime(io, { config, hub, ingest, verify: createTokenVerifier(config), metrics, log });
+  hub.echo = config.echo;
+  const echo = config.echo ? new EchoFrontEnd({ io, config, hub, presence, metrics, log }) : undefined;
+  attachRealtime(io, {
+    config,
+    hub,
+    ingest,
+    verify: createTokenVerifier(config),
+    metrics,
+    log,
+    echo,
+    admit: (socket) => admission.socket(socket),
+  });
   const stopWatchingConsumers = watchSlowConsumers(io, config.socketBufferBytes, metrics, log);
 
   registerBodyParsers(http, config.maxJsonDepth);
   registerErrorHandlers(http, metrics, config.maxPayloadBytes);
   registerPublisherAuth(http, config.keys, nonces);
+  const rateLimits = rateStores(redis?.command, names.rateLimit);
   if (config.rateLimit > 0) {
     await http.register(rateLimit, {
       global: false,
       max: config.rateLimit,
       timeWindow: 60_000,
       hook: 'preHandler',
-      ...(redis ? { redis: redis.command, nameSpace: names.rateLimit } : {}),
+      // Cluster-wide, with quota taken from Redis in slices rather than a round trip per request.
+      store: rateLimits.ctor,
       // A Redis outage must not turn into 500s here; the publish itself answers 503.
       skipOnError: true,
       keyGenerator: (request) => (request.publisher ? `key:${request.publisher.name}` : `ip:${request.ip}`),
@@ -277,7 +312,7 @@ export async function buildApp(
 
   const notReady = (): ErrorCode | undefined => {
     if (draining) return 'draining';
-    if (redis && !(isReady(redis.command) && isReady(redis.subscriber))) return 'unavailable';
+    if (redisDown()) return 'unavailable';
     return undefined;
   };
   registerPublishRoutes(http, ingest, config.maxJsonDepth);
@@ -288,6 +323,15 @@ export async function buildApp(
   registerHealthRoutes(http, { metrics, nodeId: config.nodeId, mode: config.mode, notReady });
   registerNodeRoutes(http, presence, { nodeId: config.nodeId, mode: config.mode });
   registerTailRoutes(http, config);
+  registerWebhookRoutes(http, webhooks?.admin);
+  registerEchoRoutes(http, {
+    clients: config.echoClients,
+    ingest,
+    presence,
+    io,
+    cluster: redis !== undefined,
+    maxJsonDepth: config.maxJsonDepth,
+  });
   const sampler = wireConsoleRoutes(http, {
     config,
     presence,
@@ -297,7 +341,7 @@ export async function buildApp(
     command: redis?.command,
     sockets: () => nsp.sockets.size,
     draining: () => draining,
-    webhookAdmin: options.webhookAdmin,
+    webhookAdmin: options.webhookAdmin ?? (webhooks ? consoleWebhookAdmin(webhooks.admin) : undefined),
   });
   registerAssetRoutes(http, { console: config.console });
   const redisTarget = config.redis;
@@ -338,6 +382,25 @@ export async function buildApp(
   }
 
   await http.ready();
+  webhooks?.start();
+  installFastPath(http.server, {
+    keys: config.keys,
+    ingest,
+    metrics,
+    log,
+    maxPayloadBytes: config.maxPayloadBytes,
+    maxJsonDepth: config.maxJsonDepth,
+    rateLimit:
+      config.rateLimit > 0
+        ? {
+            max: config.rateLimit,
+            windowMs: 60_000,
+            publish: rateLimits.forRoute('POST', '/v1/publish'),
+            batch: rateLimits.forRoute('POST', '/v1/batch'),
+            onExceeded: () => metrics.rateLimited.inc({ scope: 'publisher' }),
+          }
+        : undefined,
+  });
 
   if (config.generated.key || config.generated.jwtSecret) {
     log.warn(
@@ -345,11 +408,28 @@ export async function buildApp(
         publisherKey: config.generated.key?.name,
         publisherSecret: config.generated.key?.secret,
         jwtSecret: config.generated.jwtSecret,
+        ...(config.generated.file ? { file: config.generated.file } : {}),
       },
-      'development mode: no PUSHRELAY_KEYS / PUSHRELAY_JWT_SECRET set, so these were generated for this run only; set them (and NODE_ENV=production) for real use',
+      config.generated.file
+        ? `development mode: no PUSHRELAY_KEYS / PUSHRELAY_JWT_SECRET set, so these are used, kept in ${config.generated.file} for every development node started in this directory (standalone or with REDIS_URL); set them (and NODE_ENV=production) for real use`
+        : 'development mode: no PUSHRELAY_KEYS / PUSHRELAY_JWT_SECRET set, so these were generated for this run only; set them (and NODE_ENV=production) for real use',
     );
   }
   log.info({ mode: config.mode, node: config.nodeId }, `pushrelay ${config.mode} node built`);
+
+  // HTTP requests in flight and when the last one ended, so a drain with no
+  // sockets ends once publishers stopped coming rather than after the whole period.
+  let httpInFlight = 0;
+  let httpLastEnded = Date.now();
+  http.server.on('request', (_req, res) => {
+    httpInFlight++;
+    res.once('close', () => {
+      httpInFlight--;
+      httpLastEnded = Date.now();
+    });
+  });
+  const idle = () =>
+    io.engine.clientsCount === 0 && httpInFlight === 0 && Date.now() - httpLastEnded >= DRAIN_HTTP_QUIET_MS;
 
   let drained: Promise<void> | undefined;
   let closed: Promise<void> | undefined;
@@ -374,7 +454,8 @@ export async function buildApp(
         log.info({ sockets: sockets.length, seconds: config.drainSeconds }, 'draining');
         metrics.drainRemaining.set(sockets.length);
         const started = Date.now();
-        for (let i = 0; i < rounds && sockets.length > 0; i++) {
+        // Sockets that all left by themselves leave nothing to spread out.
+        for (let i = 0; i < rounds && sockets.length > 0 && io.engine.clientsCount > 0; i++) {
           // Cumulative quota, so a few sockets are spread over the whole period rather than its first rounds.
           const due = Math.ceil((total * (i + 1)) / rounds) - (total - sockets.length);
           for (const socket of sockets.splice(0, due)) if (socket.connected) disconnect(socket, 'draining');
@@ -384,9 +465,10 @@ export async function buildApp(
         }
         for (const socket of sockets) if (socket.connected) disconnect(socket, 'draining');
         metrics.drainRemaining.set(0);
-        // Publishers are still being routed here until the balancer sees /readyz fail; keep serving them.
-        await sleep(Math.max(0, started + ms - Date.now()));
-        log.info('drained');
+        // Publishers are still being routed here until the balancer sees /readyz
+        // fail; keep serving them, but a node nobody uses any more stops now.
+        while (Date.now() < started + ms && !idle()) await sleep(Math.min(100, started + ms - Date.now()));
+        log.info({ seconds: (Date.now() - started) / 1000 }, 'drained');
       })();
       return drained;
     },
@@ -396,7 +478,7 @@ export async function buildApp(
         hub.close();
         sampler.stop();
         stopWatchingConsumers();
-        webhook?.close();
+        webhooks?.close();
         await sources.stop();
         for (const socket of nsp.sockets.values()) socket.disconnect(true);
         io.engine.close();

@@ -1,29 +1,34 @@
 #!/usr/bin/env node
+import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { Publisher, PublisherError, type PublishMessage } from './publisher/index.js';
 import { mintToken } from './realtime/mint.js';
 
-const USAGE = `usage: pushrelay <command> [options]
-
-commands:
-  start                         start a node (configured by environment variables; see README)
-  token <user> [options]        print an HS256 client token signed with PUSHRELAY_JWT_SECRET
+const HELP = {
+  start: `  start                         start a node (configured by environment variables; see README)
+`,
+  token: `  token <user> [options]        print an HS256 client token signed with PUSHRELAY_JWT_SECRET
       --channels <a,b:*>        channel patterns the token allows
       --ttl <seconds>           lifetime (default 3600)
       --secret <secret>         signing secret (default: PUSHRELAY_JWT_SECRET)
       --audience <aud>          set "aud"        --issuer <iss>   set "iss"
       --user-info <json>        the "user_info" claim presence shows, a JSON object
-  publish <event> [options]     publish a message and print the relay's answer
+`,
+  publish: `  publish <event> [options]     publish a message and print the relay's answer
       --data <json>             the message data, as JSON (default null)
       --user <id>               a target user (repeatable)
       --channel <name>          a target channel (repeatable)
       --broadcast               every connected socket
       --except <id>             a user who must not receive it (repeatable)
       --id <id>                 idempotency id (default: a new one)
-  presence <user>               is the user online, with how many sockets
+`,
+  presence: `  presence <user>               is the user online, with how many sockets
   presence --channel <name>     who is in the channel
   presence --nodes              the live nodes of the cluster
+`,
+} as const;
 
+const CONNECTION_HELP = `
 publish and presence talk to the relay with a publisher key:
       --url <url>               the relay (default: PUSHRELAY_URL, else http://localhost:8080)
       --secret <secret>         the key's secret (default: PUSHRELAY_SECRET)
@@ -31,7 +36,30 @@ publish and presence talk to the relay with a publisher key:
                                 (default: PUSHRELAY_KEY_NAME)
 `;
 
+const USAGE = `usage: pushrelay <command> [options]
+       pushrelay <command> --help    pushrelay --version
+
+commands:
+${HELP.start}${HELP.token}${HELP.publish}${HELP.presence}${CONNECTION_HELP}`;
+
+function help(command: keyof typeof HELP): number {
+  const connection = command === 'publish' || command === 'presence' ? CONNECTION_HELP : '';
+  process.stdout.write(`usage:\n${HELP[command]}${connection}`);
+  return 0;
+}
+
+function version(): string {
+  // dist/cli.js and src/cli.ts both sit one level below package.json.
+  const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as {
+    version: string;
+  };
+  return pkg.version;
+}
+
+const HELP_OPTION = { help: { type: 'boolean', short: 'h' } } as const;
+
 const CONNECTION_OPTIONS = {
+  ...HELP_OPTION,
   url: { type: 'string' },
   secret: { type: 'string' },
   key: { type: 'string' },
@@ -60,6 +88,8 @@ async function run(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   switch (command) {
     case 'start': {
+      const { values } = parseArgs({ args: rest, options: HELP_OPTION });
+      if (values.help) return help('start');
       // Loaded only here: publish and token need none of the relay and start faster without it.
       const { main } = await import('./main.js');
       await main();
@@ -70,6 +100,7 @@ async function run(argv: string[]): Promise<number> {
         args: rest,
         allowPositionals: true,
         options: {
+          ...HELP_OPTION,
           channels: { type: 'string' },
           ttl: { type: 'string' },
           secret: { type: 'string' },
@@ -78,6 +109,7 @@ async function run(argv: string[]): Promise<number> {
           'user-info': { type: 'string' },
         },
       });
+      if (values.help) return help('token');
       const user = positionals[0];
       const secret = values.secret ?? process.env.PUSHRELAY_JWT_SECRET;
       if (!user) throw new Error('token needs a user id: pushrelay token alice');
@@ -125,6 +157,7 @@ async function run(argv: string[]): Promise<number> {
           id: { type: 'string' },
         },
       });
+      if (values.help) return help('publish');
       const event = positionals[0];
       if (!event)
         throw new Error(
@@ -158,6 +191,7 @@ async function run(argv: string[]): Promise<number> {
         allowPositionals: true,
         options: { ...CONNECTION_OPTIONS, channel: { type: 'string' }, nodes: { type: 'boolean' } },
       });
+      if (values.help) return help('presence');
       const asked = [positionals.length > 0, values.channel !== undefined, values.nodes === true].filter(
         Boolean,
       );
@@ -169,6 +203,11 @@ async function run(argv: string[]): Promise<number> {
       if (values.channel !== undefined) return print(await p.channelPresence(values.channel));
       return print(await p.userPresence(positionals[0]!));
     }
+    case '--version':
+    case '-v':
+    case 'version':
+      process.stdout.write(`${version()}\n`);
+      return 0;
     case undefined:
     case '-h':
     case '--help':

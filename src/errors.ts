@@ -11,6 +11,11 @@ export interface ErrorDefinition {
 
 export const ERRORS = {
   bad_request: { status: 400, message: 'the request is malformed' },
+  request_timeout: {
+    status: 408,
+    message: 'the request did not arrive in time (PUSHRELAY_REQUEST_TIMEOUT_MS); the connection is closed',
+  },
+  headers_too_large: { status: 431, message: 'the request headers are too large' },
   invalid_json: { status: 400, message: 'the body is not valid JSON' },
   invalid_encoding: { status: 400, message: 'the body is not valid UTF-8' },
   invalid_body: { status: 400, message: 'the body does not match the schema' },
@@ -46,6 +51,11 @@ export const ERRORS = {
   origin_not_allowed: { status: 403, message: 'this Origin is not on the allow-list' },
   not_found: { status: 404, message: 'no such route' },
   user_offline: { status: 404, message: 'the user has no socket connected anywhere in the cluster' },
+  dead_letter_not_found: { status: 404, message: 'no webhook dead letter with this id' },
+  idempotency_conflict: {
+    status: 409,
+    message: 'this idempotency id was already used with a different body; use a new id for a new message',
+  },
   payload_too_large: { status: 413, message: 'the body or message is larger than the limit' },
   too_many_channels: { status: 413, message: 'the socket would exceed its channel limit' },
   unsupported_media_type: {

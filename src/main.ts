@@ -1,12 +1,13 @@
 import { buildApp } from './app.js';
-import { ConfigError, loadConfig } from './config/index.js';
+import { ConfigError, loadConfig, loadDevSecrets, redactUrls } from './config/index.js';
 
 // Load config -> build app -> listen; SIGTERM drains, then exits 0.
 
 export async function main(env: NodeJS.ProcessEnv = process.env): Promise<void> {
   let config: ReturnType<typeof loadConfig>;
   try {
-    config = loadConfig(env);
+    // Development secrets are kept per checkout, so every dev node started here shares them.
+    config = loadConfig(env, { devSecrets: () => loadDevSecrets(process.cwd()) });
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stderr.write(`pushrelay: ${err.message}\n`);
@@ -46,7 +47,8 @@ const invokedDirectly =
   process.argv[1] !== undefined && import.meta.url === new URL(`file://${process.argv[1]}`).href;
 if (invokedDirectly) {
   main().catch((err: unknown) => {
-    process.stderr.write(`pushrelay: failed to start: ${(err as Error).stack ?? String(err)}\n`);
+    // A Redis or webhook URL in an error must not put its password in the logs.
+    process.stderr.write(`pushrelay: failed to start: ${redactUrls((err as Error).stack ?? String(err))}\n`);
     process.exit(1);
   });
 }

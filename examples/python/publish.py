@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import json
 import os
+import secrets
 import sys
 import time
 
@@ -20,7 +21,11 @@ user = sys.argv[1] if len(sys.argv) > 1 else "alice"
 body = json.dumps({"event": "report_ready", "data": {"report": "Q3", "pages": 12}, "users": [user]})
 path = "/v1/publish"
 timestamp = str(int(time.time()))
-signature = hmac.new(secret.encode(), f"{timestamp}.POST.{path}.{body}".encode(), hashlib.sha256).hexdigest()
+# A fresh nonce per request: the relay accepts each once, so two identical requests in one second both pass.
+nonce = secrets.token_urlsafe(16)
+signature = hmac.new(
+    secret.encode(), f"{timestamp}.{nonce}.POST.{path}.{body}".encode(), hashlib.sha256
+).hexdigest()
 
 res = requests.post(
     relay + path,
@@ -30,6 +35,7 @@ res = requests.post(
         "Content-Type": "application/json",
         "X-Pushrelay-Key": key_name,
         "X-Pushrelay-Timestamp": timestamp,
+        "X-Pushrelay-Nonce": nonce,
         "X-Pushrelay-Signature": signature,
     },
 )

@@ -1,11 +1,13 @@
 import type { Logger } from 'pino';
 import type { Redis } from '../redis/client.js';
 import type { RedisNames } from '../redis/keys.js';
+import type { DropReporter } from './dropped.js';
 import { MemoryBroker } from './memory.js';
 import { type Durability, RedisBroker } from './redis.js';
 import type { Broker, Retention } from './types.js';
 
-export type { Broker, HistoryEntry, HistoryResult, PublishItem, Retention } from './types.js';
+export { type DropReporter, dropReporter } from './dropped.js';
+export type { Broker, ChannelTop, HistoryEntry, HistoryResult, PublishItem, Retention } from './types.js';
 
 export type BrokerOptions =
   | { kind: 'memory'; retention: (channel: string) => Retention; idempotencyMs: number }
@@ -19,6 +21,8 @@ export type BrokerOptions =
       log: Logger;
       /** Replicas a publish must reach before it is fanned out and acknowledged. */
       durability?: Durability;
+      /** Told about deliveries that are dropped as malformed. */
+      dropped?: DropReporter;
     };
 
 export function createBroker(options: BrokerOptions): Broker {
@@ -34,6 +38,7 @@ export function createBroker(options: BrokerOptions): Broker {
         options.idempotencyMs,
         options.log,
         options.durability,
+        options.dropped,
       );
     default:
       throw new Error(`unknown broker kind: ${(options as { kind: string }).kind}`);

@@ -5,8 +5,9 @@ import {
   encodePublication,
   type Position,
   type Publication,
+  UNBORN_EPOCH,
 } from '../ingest/message.js';
-import type { Broker, HistoryEntry, HistoryResult, PublishItem, Retention } from './types.js';
+import type { Broker, ChannelTop, HistoryEntry, HistoryResult, PublishItem, Retention } from './types.js';
 
 interface Entry {
   readonly offset: number;
@@ -20,12 +21,16 @@ interface ChannelState {
   /** Oldest first; never longer than the retention size. */
   entries: Entry[];
   lastUsed: number;
+  /** Time of the newest publish (ms; 0: none). */
+  lastTs: number;
 }
 
 interface IdempotencyEntry {
   readonly position: Position;
   readonly expires: number;
 }
+
+const UNBORN: ChannelTop = { offset: 0, epoch: UNBORN_EPOCH, lastTs: 0 };
 
 /** How long an idle channel keeps its epoch and offset when nobody is subscribed. */
 const IDLE_CHANNEL_MS = 24 * 3600 * 1000;
@@ -55,15 +60,16 @@ export class MemoryBroker implements Broker {
     publication: Publication,
     channels: readonly string[],
     idempotent: boolean,
+    key: string = publication.id,
   ): Promise<Position[]> {
     const text = encodePublication(publication);
     const now = this.now();
     const positions: Position[] = [];
     let message: ReturnType<typeof decodePublication> | undefined;
     for (const channel of channels) {
-      const key = `${channel}\u0000${publication.id}`;
+      const marker = `${channel}\u0000${key}`;
       if (idempotent) {
-        const seen = this.idempotency.get(key);
+        const seen = this.idempotency.get(marker);
         if (seen && seen.expires > now) {
           positions.push(seen.position);
           continue;
@@ -72,13 +78,14 @@ export class MemoryBroker implements Broker {
       const state = this.state(channel, now);
       const { size } = this.retention(channel);
       state.offset += 1;
+      state.lastTs = publication.ts;
       if (size > 0) {
         state.entries.push({ offset: state.offset, ts: publication.ts, text });
         if (state.entries.length > size) state.entries.splice(0, state.entries.length - size);
       }
       const position = { offset: state.offset, epoch: state.epoch };
       positions.push(position);
-      if (idempotent) this.idempotency.set(key, { position, expires: now + this.idempotencyMs });
+      if (idempotent) this.idempotency.set(marker, { position, expires: now + this.idempotencyMs });
       if (this.subscribed.has(channel)) {
         message ??= decodePublication(text);
         this.deliveryHandler({ channel, offset: position.offset, epoch: position.epoch, message });
@@ -89,7 +96,7 @@ export class MemoryBroker implements Broker {
 
   async publishMany(items: readonly PublishItem[]): Promise<Position[][]> {
     const out: Position[][] = [];
-    for (const i of items) out.push(await this.publish(i.publication, i.channels, i.idempotent));
+    for (const i of items) out.push(await this.publish(i.publication, i.channels, i.idempotent, i.key));
     return out;
   }
 
@@ -101,17 +108,18 @@ export class MemoryBroker implements Broker {
     this.subscribed.delete(channel);
   }
 
-  async positions(channels: readonly string[]): Promise<Position[]> {
+  async positions(channels: readonly string[]): Promise<ChannelTop[]> {
     const now = this.now();
     return channels.map((c) => {
-      const s = this.state(c, now);
-      return { offset: s.offset, epoch: s.epoch };
+      const s = this.peek(c, now);
+      return s ? { offset: s.offset, epoch: s.epoch, lastTs: s.lastTs } : UNBORN;
     });
   }
 
   async history(channel: string, after: number, limit: number): Promise<HistoryResult> {
     const now = this.now();
-    const state = this.state(channel, now);
+    const state = this.peek(channel, now);
+    if (state === undefined) return { epoch: UNBORN_EPOCH, offset: 0, entries: [], complete: after === 0 };
     const minTs = now - this.retention(channel).ttl * 1000;
     const entries: HistoryEntry[] = [];
     for (const e of state.entries) {
@@ -126,7 +134,12 @@ export class MemoryBroker implements Broker {
   async idsAt(positions: readonly { channel: string; offset: number }[]): Promise<(string | undefined)[]> {
     return positions.map(({ channel, offset }) => {
       const e = this.channels.get(channel)?.entries.find((x) => x.offset === offset);
-      return e ? decodePublication(e.text).id : undefined;
+      if (!e) return undefined;
+      try {
+        return decodePublication(e.text).id;
+      } catch {
+        return undefined;
+      }
     });
   }
 
@@ -148,10 +161,17 @@ export class MemoryBroker implements Broker {
     clearInterval(this.sweeper);
   }
 
+  /** A channel's state if it was ever published to; reading creates nothing. */
+  private peek(channel: string, now: number): ChannelState | undefined {
+    const s = this.channels.get(channel);
+    if (s !== undefined) s.lastUsed = now;
+    return s;
+  }
+
   private state(channel: string, now: number): ChannelState {
     let s = this.channels.get(channel);
     if (s === undefined) {
-      s = { epoch: randomBytes(4).toString('hex'), offset: 0, entries: [], lastUsed: now };
+      s = { epoch: randomBytes(4).toString('hex'), offset: 0, entries: [], lastUsed: now, lastTs: 0 };
       this.channels.set(channel, s);
     }
     s.lastUsed = now;

@@ -5,13 +5,16 @@ import {
   type Delivery,
   decodePublication,
   encodePublication,
+  malformedReason,
   type Position,
   type Publication,
+  UNBORN_EPOCH,
 } from '../ingest/message.js';
 import { isCluster, type Redis } from '../redis/client.js';
 import type { RedisNames } from '../redis/keys.js';
 import { bySlot, runBatch } from '../redis/slots.js';
-import type { Broker, HistoryEntry, HistoryResult, PublishItem, Retention } from './types.js';
+import type { DropReporter } from './dropped.js';
+import type { Broker, ChannelTop, HistoryEntry, HistoryResult, PublishItem, Retention } from './types.js';
 
 // Appends to each channel's stream and publishes to its delivery channel in
 // one script, so the order in which subscribers receive a channel's messages
@@ -26,14 +29,22 @@ import type { Broker, HistoryEntry, HistoryResult, PublishItem, Retention } from
 // failover could still take back.
 //
 // One call may carry several publications (a batch), each to its channels.
-// KEYS: per channel of each publication [stream, meta, appended-marker]
-// ARGV: new epoch, meta ttl s, fan-out ('publish', 'spublish' or 'none'),
+// Everything a publish creates expires with the channel's retention: the
+// stream and the meta hash after its history TTL (renewed by each publish),
+// the marker after the idempotency window. Reads create nothing.
+//
+// With counting on, it also answers each channel's presence counts hash
+// (node -> sockets), so one round trip writes the message and tells the
+// publisher who was online.
+//
+// KEYS: per channel of each publication [stream, meta, appended-marker, (counts)]
+// ARGV: new epoch, count ('1': KEYS carry counts), fan-out ('publish', 'spublish' or 'none'),
 //       then per publication [payload, ts, idempotency ttl ms (0: off), channel count,
 //       then per channel [history size, history ttl s, delivery channel]]
 // Returns per channel of each publication, flattened, "<offset>:<epoch>".
 const PUBLISH_LUA = `
 local newEpoch = ARGV[1]
-local metaTtl = ARGV[2]
+local counting = ARGV[2] == '1'
 local fanout = ARGV[3]
 local a = 4
 local k = 1
@@ -49,6 +60,11 @@ while a <= #ARGV do
     local size = tonumber(ARGV[a])
     local ttl = ARGV[a + 1]
     local chan = ARGV[a + 2]
+    local counts = false
+    if counting then
+      counts = KEYS[k + 3]
+      k = k + 1
+    end
     k = k + 3
     a = a + 3
     local prev = false
@@ -62,7 +78,8 @@ while a <= #ARGV do
         redis.call('hset', meta, 'e', epoch)
       end
       local offset = redis.call('hincrby', meta, 's', 1)
-      redis.call('expire', meta, metaTtl)
+      redis.call('hset', meta, 't', ts)
+      redis.call('expire', meta, ttl)
       if size > 0 then
         redis.call('xadd', stream, 'MAXLEN', size, offset .. '-0', 't', ts, 'p', payload)
         redis.call('expire', stream, ttl)
@@ -72,27 +89,27 @@ while a <= #ARGV do
       if idemTtl > 0 then redis.call('set', marker, pos, 'PX', idemTtl) end
       out[#out + 1] = pos
     end
+    if counts then out[#out + 1] = redis.call('hgetall', counts) end
   end
 end
 return out
 `;
 
 // Reads a channel's position and, optionally, the entries after an offset, in
-// one step so the entries and the top offset agree.
-// KEYS: stream, meta. ARGV: after, limit, new epoch, meta ttl s.
-// Returns { epoch, top, entries }.
+// one step so the entries and the top offset agree. Writes nothing: a channel
+// without meta (never published, or expired) answers the unborn epoch, so
+// subscribing to or reading any number of channels costs Redis no memory.
+// KEYS: stream, meta. ARGV: after, limit, unborn epoch.
+// Returns { epoch, top, entries, last publish ts }.
 const READ_LUA = `
-local epoch = redis.call('hget', KEYS[2], 'e')
-if not epoch then
-  epoch = ARGV[3]
-  redis.call('hset', KEYS[2], 'e', epoch)
-  redis.call('expire', KEYS[2], ARGV[4])
-end
-local top = tonumber(redis.call('hget', KEYS[2], 's') or '0')
+local m = redis.call('hmget', KEYS[2], 'e', 's', 't')
+local epoch = m[1] or ARGV[3]
+local top = tonumber(m[2] or '0')
+local ts = tonumber(m[3] or '0')
 local after = tonumber(ARGV[1])
 local limit = tonumber(ARGV[2])
-if limit <= 0 or after >= top then return { epoch, top, {} } end
-return { epoch, top, redis.call('xrange', KEYS[1], (after + 1) .. '-0', '+', 'COUNT', limit) }
+if limit <= 0 or after >= top or not m[1] then return { epoch, top, {}, ts } end
+return { epoch, top, redis.call('xrange', KEYS[1], (after + 1) .. '-0', '+', 'COUNT', limit), ts }
 `;
 
 // Gives a channel a new epoch if it still has the expected one (another node
@@ -107,23 +124,13 @@ end
 return e
 `;
 
-/** Epoch and offset survive this long after a channel's last publish or read. */
-const META_TTL_S = 86400;
-
 type RawEntry = [string, string[]];
-type ReadReply = [string, number, RawEntry[]];
+type ReadReply = [string, number, RawEntry[], number];
 
 interface RelayCommands {
   relayPublish(numKeys: number, ...args: (string | number)[]): Promise<string[]>;
   relayRenewEpoch(meta: string, expected: string, epoch: string, ttl: number): Promise<string>;
-  relayRead(
-    stream: string,
-    meta: string,
-    after: number,
-    limit: number,
-    epoch: string,
-    ttl: number,
-  ): Promise<ReadReply>;
+  relayRead(stream: string, meta: string, after: number, limit: number, unborn: string): Promise<ReadReply>;
 }
 
 type ScriptedRedis = Redis & RelayCommands;
@@ -155,6 +162,7 @@ export class RedisBroker implements Broker {
     private readonly idempotencyMs: number,
     private readonly log: Logger,
     private readonly durability: Durability = { replicas: 0, timeoutMs: 0 },
+    private readonly dropped: DropReporter = () => {},
   ) {
     cmd.defineCommand('relayPublish', { lua: PUBLISH_LUA });
     cmd.defineCommand('relayRead', { numberOfKeys: 2, lua: READ_LUA });
@@ -200,10 +208,11 @@ export class RedisBroker implements Broker {
     publication: Publication,
     channels: readonly string[],
     idempotent: boolean,
+    key: string = publication.id,
   ): Promise<Position[]> {
     if (channels.length === 0) return [];
     const payload = encodePublication(publication);
-    if (!this.sharded) return this.publishGroup(payload, publication, channels, idempotent);
+    if (!this.sharded) return this.publishGroup(payload, publication, channels, idempotent, key);
     // A Cluster script may only touch one slot: one call per slot, at once.
     // Each channel is still appended and fanned out atomically; a publish to
     // channels of several slots is not one step, but a retry with the same id
@@ -216,6 +225,7 @@ export class RedisBroker implements Broker {
           publication,
           indexes.map((i) => channels[i]!),
           idempotent,
+          key,
         );
         indexes.forEach((i, j) => {
           out[i] = positions[j]!;
@@ -233,7 +243,7 @@ export class RedisBroker implements Broker {
   async publishMany(items: readonly PublishItem[]): Promise<Position[][]> {
     if (items.length === 0) return [];
     if (this.sharded || this.durability.replicas > 0 || items.length === 1) {
-      return Promise.all(items.map((i) => this.publish(i.publication, i.channels, i.idempotent)));
+      return Promise.all(items.map((i) => this.publish(i.publication, i.channels, i.idempotent, i.key)));
     }
     const encoded = items
       .filter((i) => i.channels.length > 0)
@@ -243,17 +253,47 @@ export class RedisBroker implements Broker {
     return items.map((i) => i.channels.map(() => parsePosition(reply[next++]!)));
   }
 
+  /** One script call for the whole batch, answering positions and presence counts per channel. */
+  async publishManyCounted(
+    items: readonly PublishItem[],
+  ): Promise<{ positions: Position[][]; counts: string[][][] } | undefined> {
+    if (this.sharded || this.durability.replicas > 0) return undefined;
+    const encoded = items
+      .filter((i) => i.channels.length > 0)
+      .map((i) => ({ ...i, payload: encodePublication(i.publication) }));
+    if (encoded.length === 0) return { positions: items.map(() => []), counts: items.map(() => []) };
+    const reply = (await this.run(() =>
+      this.cmd.relayPublish(...this.scriptArgs('publish', encoded, true)),
+    )) as unknown as (string | string[])[];
+    let next = 0;
+    const positions: Position[][] = [];
+    const counts: string[][][] = [];
+    for (const i of items) {
+      const p: Position[] = [];
+      const c: string[][] = [];
+      for (let j = 0; j < i.channels.length; j++) {
+        p.push(parsePosition(reply[next++] as string));
+        c.push(reply[next++] as string[]);
+      }
+      positions.push(p);
+      counts.push(c);
+    }
+    return { positions, counts };
+  }
+
   private scriptArgs(
     fanout: 'publish' | 'spublish' | 'none',
     items: readonly (PublishItem & { payload: string })[],
+    counting = false,
   ): [number, ...(string | number)[]] {
     const keys: string[] = [];
-    const argv: (string | number)[] = [this.newEpoch(), META_TTL_S, fanout];
-    for (const { publication, channels, idempotent, payload } of items) {
+    const argv: (string | number)[] = [this.newEpoch(), counting ? '1' : '0', fanout];
+    for (const { publication, channels, idempotent, payload, key } of items) {
       argv.push(payload, publication.ts, idempotent ? this.idempotencyMs : 0, channels.length);
       for (const c of channels) {
         const r = this.retention(c);
-        keys.push(this.names.stream(c), this.names.meta(c), this.names.appended(c, publication.id));
+        keys.push(this.names.stream(c), this.names.meta(c), this.names.appended(c, key ?? publication.id));
+        if (counting) keys.push(this.names.counts(c));
         argv.push(r.size, r.ttl, this.names.deliver(c));
       }
     }
@@ -266,10 +306,11 @@ export class RedisBroker implements Broker {
     publication: Publication,
     channels: readonly string[],
     idempotent: boolean,
+    key: string,
   ): Promise<Position[]> {
     const waiting = this.durability.replicas > 0;
     const fanout = waiting ? 'none' : this.sharded ? 'spublish' : 'publish';
-    const args = this.scriptArgs(fanout, [{ payload, publication, channels, idempotent }]);
+    const args = this.scriptArgs(fanout, [{ payload, publication, channels, idempotent, key }]);
     if (!waiting) return (await this.run(() => this.cmd.relayPublish(...args))).map(parsePosition);
 
     // WAIT counts the replicas that hold every write this connection made so
@@ -321,7 +362,7 @@ export class RedisBroker implements Broker {
     await (this.sharded ? this.sub.sunsubscribe(name) : this.sub.unsubscribe(name)).catch(() => {});
   }
 
-  async positions(channels: readonly string[]): Promise<Position[]> {
+  async positions(channels: readonly string[]): Promise<ChannelTop[]> {
     if (channels.length === 0) return [];
     const replies = await this.run(async () => {
       const results = await runBatch(
@@ -334,8 +375,7 @@ export class RedisBroker implements Broker {
               this.names.meta(c),
               0,
               0,
-              this.newEpoch(),
-              META_TTL_S,
+              UNBORN_EPOCH,
             ),
         })),
       );
@@ -344,19 +384,12 @@ export class RedisBroker implements Broker {
         return value as ReadReply;
       });
     });
-    return replies.map(([epoch, top]) => ({ epoch, offset: Number(top) }));
+    return replies.map(([epoch, top, , ts]) => ({ epoch, offset: Number(top), lastTs: Number(ts) }));
   }
 
   async history(channel: string, after: number, limit: number): Promise<HistoryResult> {
     const [epoch, topRaw, raw] = await this.run(() =>
-      this.cmd.relayRead(
-        this.names.stream(channel),
-        this.names.meta(channel),
-        after,
-        limit,
-        this.newEpoch(),
-        META_TTL_S,
-      ),
+      this.cmd.relayRead(this.names.stream(channel), this.names.meta(channel), after, limit, UNBORN_EPOCH),
     );
     const top = Number(topRaw);
     const minTs = Date.now() - this.retention(channel).ttl * 1000;
@@ -382,8 +415,7 @@ export class RedisBroker implements Broker {
               this.names.meta(channel),
               offset - 1,
               1,
-              this.newEpoch(),
-              META_TTL_S,
+              UNBORN_EPOCH,
             ),
         })),
       );
@@ -397,13 +429,23 @@ export class RedisBroker implements Broker {
       const first = raw[0];
       if (offset <= 0 || !first) return undefined;
       const entry = parseEntry(channel, epoch, first[0], first[1]);
-      return entry.offset === offset ? decodePublication(entry.text).id : undefined;
+      if (entry.offset !== offset) return undefined;
+      try {
+        return decodePublication(entry.text).id;
+      } catch {
+        return undefined;
+      }
     });
   }
 
   async renewEpoch(channel: string, expected: string): Promise<string> {
     return this.run(() =>
-      this.cmd.relayRenewEpoch(this.names.meta(channel), expected, this.newEpoch(), META_TTL_S),
+      this.cmd.relayRenewEpoch(
+        this.names.meta(channel),
+        expected,
+        this.newEpoch(),
+        this.retention(channel).ttl,
+      ),
     );
   }
 
@@ -422,25 +464,23 @@ export class RedisBroker implements Broker {
   private receive(name: string, payload: string): void {
     const channel = this.names.channelOf(name);
     if (channel === undefined || !this.subscribedChannels.has(channel)) return;
+    // Anything may be PUBLISHed on a delivery channel: only a well-formed
+    // "<offset>:<epoch>:<publication>" goes further, the rest is dropped and counted.
     const first = payload.indexOf(':');
     const second = payload.indexOf(':', first + 1);
-    if (first <= 0 || second <= first) {
-      this.log.error({ channel }, 'dropped a delivery without a position');
+    const offset = Number(payload.slice(0, Math.max(0, first)));
+    if (first <= 0 || second <= first + 1 || !Number.isSafeInteger(offset) || offset < 1) {
+      this.dropped('invalid_position', channel, payload);
       return;
     }
     let message: Delivery['message'];
     try {
       message = decodePublication(payload.slice(second + 1));
     } catch (err) {
-      this.log.error({ channel, err }, 'dropped an undecodable delivery');
+      this.dropped(malformedReason(err), channel, payload);
       return;
     }
-    this.deliveryHandler({
-      channel,
-      offset: Number(payload.slice(0, first)),
-      epoch: payload.slice(first + 1, second),
-      message,
-    });
+    this.deliveryHandler({ channel, offset, epoch: payload.slice(first + 1, second), message });
   }
 
   private newEpoch(): string {

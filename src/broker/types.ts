@@ -13,6 +13,17 @@ export interface PublishItem {
   readonly publication: Publication;
   readonly channels: readonly string[];
   readonly idempotent: boolean;
+  /**
+   * What the per-channel idempotency marker is kept under: the publisher's
+   * id within its scope (a publisher key, a Redis source), so two publishers
+   * using the same id do not suppress each other. Defaults to the publication id.
+   */
+  readonly key?: string;
+}
+
+/** A channel's top position, and when its newest message was published (ms; 0: never). */
+export interface ChannelTop extends Position {
+  readonly lastTs: number;
 }
 
 export interface HistoryEntry extends Position {
@@ -47,17 +58,35 @@ export interface Broker {
    * (within the idempotency window) is left alone and answers the position it
    * was given the first time.
    */
-  publish(publication: Publication, channels: readonly string[], idempotent: boolean): Promise<Position[]>;
+  publish(
+    publication: Publication,
+    channels: readonly string[],
+    idempotent: boolean,
+    /** The scoped idempotency key (see PublishItem.key). */
+    key?: string,
+  ): Promise<Position[]>;
   /**
    * The same for many publications, in order (a batch), in as few round
    * trips as the deployment allows; answers the positions of each.
    */
   publishMany(items: readonly PublishItem[]): Promise<Position[][]>;
+  /**
+   * publishMany that also reads each target channel's presence counts hash
+   * (node -> sockets, flattened) in the same step: one round trip for the
+   * write and the online count. Undefined, having done nothing, where the
+   * deployment cannot do both in one step (Redis Cluster, waiting for replicas).
+   */
+  publishManyCounted?(
+    items: readonly PublishItem[],
+  ): Promise<{ positions: Position[][]; counts: (readonly string[])[][] } | undefined>;
   /** Starts receiving deliveries for a channel on this node; resolves once none can be missed. */
   subscribe(channel: string): Promise<void>;
   unsubscribe(channel: string): Promise<void>;
-  /** Current top position of each channel (an epoch is fixed the first time a channel is seen). */
-  positions(channels: readonly string[]): Promise<Position[]>;
+  /**
+   * Current top position of each channel. Reading writes nothing: a channel
+   * nobody published to within its retention answers UNBORN_EPOCH, offset 0.
+   */
+  positions(channels: readonly string[]): Promise<ChannelTop[]>;
   history(channel: string, after: number, limit: number): Promise<HistoryResult>;
   /**
    * The message id history holds at each position, or undefined where it

@@ -357,8 +357,11 @@ export class PushRelay {
    */
   private settled(channel: string, answer: ChannelAnswer, asked: Position | undefined): void {
     if (asked !== undefined) {
-      if (asked.epoch !== answer.epoch) this.emit('pushrelay:reload', { channel, reason: 'epoch_changed' });
-      else if (!answer.recovered) this.emit('pushrelay:reload', { channel, reason: 'not_recovered' });
+      // Epoch "0" is a channel not yet published to: the relay recovers it from its first message.
+      const unborn = asked.epoch === '0' && asked.offset === 0;
+      if (asked.epoch !== answer.epoch && !unborn) {
+        this.emit('pushrelay:reload', { channel, reason: 'epoch_changed' });
+      } else if (!answer.recovered) this.emit('pushrelay:reload', { channel, reason: 'not_recovered' });
     }
     this.advance(channel, answer);
     const state = this.channels.get(channel);

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
+import type { DevSecrets } from './dev-secrets.js';
 import {
   type Env,
   InvalidValue,
@@ -12,8 +13,9 @@ import {
   schema,
 } from './schema.js';
 
+export { DEV_SECRETS_FILE, type DevSecrets, loadDevSecrets } from './dev-secrets.js';
 export type { Env, NamespaceOptions, PublisherKey, RedisAddress, RedisTarget, Scope } from './schema.js';
-export { schema } from './schema.js';
+export { redactUrl, redactUrls, schema } from './schema.js';
 
 export interface Config extends Settings {
   /** REDIS_URL when it names one Redis server (redis: or rediss:). */
@@ -23,8 +25,11 @@ export interface Config extends Settings {
   /** Whether /console is served: PUSHRELAY_CONSOLE, else on outside production. */
   readonly console: boolean;
   readonly nodeId: string;
-  /** Secrets made up at start because none were configured (development only); logged once. */
-  readonly generated: { readonly key?: PublisherKey; readonly jwtSecret?: string };
+  /**
+   * Secrets made up because none were configured (development only); logged
+   * once. `file` is where they are kept for the next start and other nodes.
+   */
+  readonly generated: { readonly key?: PublisherKey; readonly jwtSecret?: string; readonly file?: string };
   /** Options of the namespace a channel belongs to, defaults filled in. */
   readonly namespace: (channel: string) => NamespaceOptions;
 }
@@ -57,17 +62,26 @@ export function weakSecret(secret: string): string | undefined {
   return undefined;
 }
 
+export interface LoadOptions {
+  /**
+   * Where development secrets come from when none are configured (main.ts:
+   * the checkout's stored ones); random for this call when absent.
+   */
+  readonly devSecrets?: () => DevSecrets;
+}
+
 /**
  * Reads and validates the environment once. Reports every problem at once
  * rather than the first, so a broken deployment is fixed in one round.
  */
-export function loadConfig(env: Env): Config {
+export function loadConfig(env: Env, options: LoadOptions = {}): Config {
   const problems: string[] = [];
   const values: Record<string, unknown> = {};
   for (const [key, v] of Object.entries(schema)) {
     const raw = env[v.env];
+    const keepsEmpty = 'keepsEmpty' in v && v.keepsEmpty === true;
     try {
-      values[key] = v.parse(raw === undefined || raw.trim() === '' ? undefined : raw.trim());
+      values[key] = v.parse(raw === undefined || (raw.trim() === '' && !keepsEmpty) ? undefined : raw.trim());
     } catch (err) {
       if (!(err instanceof InvalidValue)) throw err;
       problems.push(`${v.env}: ${err.message}`);
@@ -83,7 +97,7 @@ export function loadConfig(env: Env): Config {
 
   const s = values as unknown as Settings;
   const production = s.nodeEnv === 'production';
-  const generated: { key?: PublisherKey; jwtSecret?: string } = {};
+  const generated: { key?: PublisherKey; jwtSecret?: string; file?: string } = {};
   let keys = s.keys;
   let jwtSecret = s.jwtSecret;
   const tokenVerifiers = [s.jwtSecret, s.jwtPublicKey, s.jwksUrl].filter((x) => x !== undefined).length;
@@ -93,9 +107,19 @@ export function loadConfig(env: Env): Config {
       'PUSHRELAY_JWT_SECRET, PUSHRELAY_JWT_PUBLIC_KEY, PUSHRELAY_JWKS_URL: set exactly one way to verify client tokens',
     );
   }
+  if (s.headersTimeoutMs > s.requestTimeoutMs) {
+    problems.push(
+      `PUSHRELAY_HEADERS_TIMEOUT_MS: ${s.headersTimeoutMs} is more than PUSHRELAY_REQUEST_TIMEOUT_MS (${s.requestTimeoutMs}); the headers are part of the request`,
+    );
+  }
   if (s.offlineWebhook !== undefined && s.offlineWebhookSecret === undefined) {
     problems.push(
       'PUSHRELAY_OFFLINE_WEBHOOK_SECRET: required with PUSHRELAY_OFFLINE_WEBHOOK (the app verifies calls with it)',
+    );
+  }
+  if (s.webhooks.length > 0 && s.webhookSecret === undefined) {
+    problems.push(
+      'PUSHRELAY_WEBHOOK_SECRET: required with PUSHRELAY_WEBHOOKS (receivers verify calls with it)',
     );
   }
   if (s.actioncablePrefix !== undefined) {
@@ -106,6 +130,20 @@ export function loadConfig(env: Env): Config {
       problems.push(
         `PUSHRELAY_ACTIONCABLE_PREFIX: "${s.actioncablePrefix}" overlaps PUSHRELAY_PREFIX "${s.prefix}" (Rails' channels would mix with the relay's own); give cable.yml its own channel_prefix`,
       );
+    }
+  }
+  if (s.echoRedisPrefix !== undefined && !s.redis) {
+    problems.push('PUSHRELAY_ECHO_REDIS_PREFIX: needs REDIS_URL (Laravel broadcasts on Redis)');
+  }
+  if (s.echoAuthUrl !== undefined && !s.echo) {
+    problems.push(
+      'PUSHRELAY_ECHO_AUTH_URL: needs PUSHRELAY_ECHO=on (only Echo sockets are authorized by the app)',
+    );
+  }
+  if (production) {
+    for (const c of s.echoClients) {
+      const weak = weakSecret(c.key);
+      if (weak) problems.push(`PUSHRELAY_ECHO_CLIENTS: the key of app "${c.appId}" ${weak}`);
     }
   }
   if (s.anycable) {
@@ -128,11 +166,9 @@ export function loadConfig(env: Env): Config {
     if (keys.length === 0)
       problems.push('PUSHRELAY_KEYS: required in production (no publisher could publish)');
     for (const k of keys) {
-      if (k.secret.length < PRODUCTION_MIN_SECRET) {
-        problems.push(
-          `PUSHRELAY_KEYS: the secret of key "${k.name}" is shorter than ${PRODUCTION_MIN_SECRET} characters`,
-        );
-      }
+      // The same check as every other secret: the compose placeholder or 40 × "a" must not start.
+      const weak = weakSecret(k.secret);
+      if (weak) problems.push(`PUSHRELAY_KEYS: the secret of key "${k.name}" ${weak}`);
     }
     if (tokenVerifiers === 0) {
       problems.push(
@@ -143,23 +179,26 @@ export function loadConfig(env: Env): Config {
     if (weakJwt) problems.push(`PUSHRELAY_JWT_SECRET: ${weakJwt}`);
     const weakHook = s.offlineWebhookSecret === undefined ? undefined : weakSecret(s.offlineWebhookSecret);
     if (weakHook) problems.push(`PUSHRELAY_OFFLINE_WEBHOOK_SECRET: ${weakHook}`);
+    const weakHooks = s.webhookSecret === undefined ? undefined : weakSecret(s.webhookSecret);
+    if (weakHooks) problems.push(`PUSHRELAY_WEBHOOK_SECRET: ${weakHooks}`);
     if (s.corsOrigins.length === 0 || s.corsOrigins.includes('*')) {
       problems.push(
         'PUSHRELAY_CORS_ORIGINS: production needs an explicit list of browser origins (not empty, not *); it is what stops cross-site WebSocket hijacking',
       );
     }
-  } else {
+  } else if (keys.length === 0 || tokenVerifiers === 0) {
+    const dev = options.devSecrets?.() ?? {
+      publisherSecret: randomBytes(24).toString('hex'),
+      jwtSecret: randomBytes(32).toString('hex'),
+    };
+    if (dev.file !== undefined) generated.file = dev.file;
     if (keys.length === 0) {
-      const key: PublisherKey = {
-        name: 'dev',
-        secret: randomBytes(24).toString('hex'),
-        scopes: new Set(SCOPES),
-      };
+      const key: PublisherKey = { name: 'dev', secret: dev.publisherSecret, scopes: new Set(SCOPES) };
       keys = [key];
       generated.key = key;
     }
     if (tokenVerifiers === 0) {
-      jwtSecret = randomBytes(32).toString('hex');
+      jwtSecret = dev.jwtSecret;
       generated.jwtSecret = jwtSecret;
     }
   }

@@ -1,4 +1,5 @@
 import { isIP } from 'node:net';
+import { WEBHOOK_EVENT_TYPES, type WebhookEventType } from '../webhooks/types.js';
 
 // The environment, as one schema. Every variable the relay reads is declared
 // here once, with its parser, its default and the sentence the README shows;
@@ -15,8 +16,10 @@ export interface Variable<T> {
   readonly doc: string;
   /** The default as the README shows it. */
   readonly defaultDoc: string;
-  /** `raw` is undefined when the variable is unset or empty. */
+  /** `raw` is undefined when the variable is unset or empty (or only unset, with `keepsEmpty`). */
   readonly parse: (raw: string | undefined) => T;
+  /** An empty value means something (PUSHRELAY_ECHO_REDIS_PREFIX: no prefix), so it is not read as unset. */
+  readonly keepsEmpty?: boolean;
 }
 
 function variable<T>(env: string, doc: string, defaultDoc: string, parse: (raw: string | undefined) => T) {
@@ -62,10 +65,14 @@ function url(env: string, doc: string, protocols: readonly string[]) {
     try {
       parsed = new URL(raw);
     } catch {
-      throw new InvalidValue(`must be a URL (${protocols.join(' or ')}), got "${raw}"`);
+      throw new InvalidValue(`must be a URL (${protocols.join(' or ')}), got "${redactUrl(raw)}"`);
     }
     if (!protocols.includes(parsed.protocol)) {
       throw new InvalidValue(`must use ${protocols.join(' or ')}, got "${parsed.protocol}"`);
+    }
+    if (parsed.username !== '' || parsed.password !== '') {
+      // fetch() refuses such a URL, and its error would print the password in every log line.
+      throw new InvalidValue(`must not carry credentials (user:password@), got "${redactUrl(raw)}"`);
     }
     return parsed;
   });
@@ -117,6 +124,23 @@ export function parseTrustProxy(raw: string | undefined): TrustProxy {
   return list;
 }
 
+/**
+ * A URL as it may be shown in an error or a log line: user information
+ * (`user:password@`, up to the last `@`, as a malformed URL may hold more than
+ * one) and `password`-like query values become `***`. Works on text that is not
+ * a valid URL, which is exactly when it gets printed.
+ */
+export function redactUrl(raw: string): string {
+  return raw
+    .replace(/^([a-z][a-z0-9+.-]*:\/\/)?[\s\S]*@/i, (_m, scheme: string | undefined) => `${scheme ?? ''}***@`)
+    .replace(/([?&][^=&#]*(?:password|secret|token|key)[^=&#]*=)[^&#]*/gi, '$1***');
+}
+
+/** Every URL's user information in free text (an error's message or stack) as `***`. */
+export function redactUrls(text: string): string {
+  return text.replace(/\b([a-z][a-z0-9+.-]*:\/\/)[^\s/?#"'`]*@/gi, '$1***@');
+}
+
 // ---------------------------------------------------------------------------
 // Composite values
 
@@ -156,12 +180,12 @@ export function parseRedisUrl(raw: string | undefined): RedisTarget | undefined 
     try {
       parsed = new URL(raw);
     } catch {
-      throw new InvalidValue(`must be a URL (${REDIS_SCHEMES}), got "${raw}"`);
+      throw new InvalidValue(`must be a URL (${REDIS_SCHEMES}), got "${redactUrl(raw)}"`);
     }
     return { kind: 'single', url: parsed };
   }
   if (scheme !== 'redis+sentinel' && scheme !== 'redis+cluster') {
-    const shown = scheme ?? raw.split(':')[0] ?? raw;
+    const shown = scheme ?? redactUrl(raw.split(':')[0] ?? raw);
     throw new InvalidValue(`must use ${REDIS_SCHEMES}, got "${shown}:"`);
   }
   let rest = raw.slice(scheme.length + 3);
@@ -172,19 +196,30 @@ export function parseRedisUrl(raw: string | undefined): RedisTarget | undefined 
     rest = rest.slice(0, q);
   }
   const at = rest.lastIndexOf('@');
+  if (at === -1 && raw.includes('@')) {
+    // An unencoded ? or # in the password: what follows would be read as hosts and echoed.
+    throw new InvalidValue(
+      `${scheme}: percent-encode @ : / ? # in the user name and password, got "${redactUrl(raw)}"`,
+    );
+  }
   const auth: { username?: string; password?: string } = {};
   if (at !== -1) {
     const userinfo = rest.slice(0, at);
     rest = rest.slice(at + 1);
     const colon = userinfo.indexOf(':');
-    const user = decodeURIComponent(colon === -1 ? userinfo : userinfo.slice(0, colon));
-    const password = colon === -1 ? '' : decodeURIComponent(userinfo.slice(colon + 1));
+    const user = decode(
+      colon === -1 ? userinfo : userinfo.slice(0, colon),
+      scheme,
+      'the user name or password',
+    );
+    const password =
+      colon === -1 ? '' : decode(userinfo.slice(colon + 1), scheme, 'the user name or password');
     if (user !== '') auth.username = user;
     if (password !== '') auth.password = password;
   }
   const slash = rest.indexOf('/');
   const hostList = slash === -1 ? rest : rest.slice(0, slash);
-  const path = slash === -1 ? '' : decodeURIComponent(rest.slice(slash + 1));
+  const path = slash === -1 ? '' : decode(rest.slice(slash + 1), scheme, 'the master name');
   const addresses = hostList.split(',').map((h) => parseAddress(h.trim(), scheme));
   const params = new URLSearchParams(query);
   if (scheme === 'redis+cluster') {
@@ -212,6 +247,14 @@ export function parseRedisUrl(raw: string | undefined): RedisTarget | undefined 
     ...auth,
     ...(sentinelPassword ? { sentinelPassword } : {}),
   };
+}
+
+function decode(part: string, scheme: string, what: string): string {
+  try {
+    return decodeURIComponent(part);
+  } catch {
+    throw new InvalidValue(`${scheme}: ${what} has a malformed %-escape`);
+  }
 }
 
 function parseAddress(text: string, scheme: string): RedisAddress {
@@ -347,10 +390,11 @@ export const schema = {
     '(unset)',
     parseRedisUrl,
   ),
-  nodeEnv: text(
+  nodeEnv: oneOf(
     'NODE_ENV',
-    '`production` refuses insecure settings; anything else is development',
+    '`production` refuses insecure settings; `development` and `test` generate missing secrets (any other value is refused, so a typo cannot run development mode)',
     'development',
+    ['production', 'development', 'test'],
   ),
   logLevel: oneOf('LOG_LEVEL', 'pino log level', 'info', [
     'fatal',
@@ -421,6 +465,27 @@ export const schema = {
     1024,
     16 * 1024 * 1024,
   ),
+  requestTimeoutMs: int(
+    'PUSHRELAY_REQUEST_TIMEOUT_MS',
+    'a request’s headers and body must arrive within this many milliseconds, else 408 and the connection closes (slow clients cannot hold sockets open); WebSockets and long-polls are not affected',
+    15_000,
+    1000,
+    600_000,
+  ),
+  headersTimeoutMs: int(
+    'PUSHRELAY_HEADERS_TIMEOUT_MS',
+    'a request’s line and headers must arrive within this many milliseconds (at most `PUSHRELAY_REQUEST_TIMEOUT_MS`)',
+    10_000,
+    1000,
+    600_000,
+  ),
+  keepAliveTimeoutMs: int(
+    'PUSHRELAY_KEEP_ALIVE_TIMEOUT_MS',
+    'an idle keep-alive HTTP connection is closed after this many milliseconds (keep it above your load balancer’s idle timeout)',
+    72_000,
+    1000,
+    3_600_000,
+  ),
   maxJsonDepth: int(
     'PUSHRELAY_MAX_JSON_DEPTH',
     'deepest nesting accepted in a JSON body or message',
@@ -442,6 +507,20 @@ export const schema = {
     50_000,
     1,
     10_000_000,
+  ),
+  preauthTimeoutMs: int(
+    'PUSHRELAY_PREAUTH_TIMEOUT_MS',
+    'how long a handshake may stay open without authenticating (Socket.IO `connectTimeout`); it holds no connection slot meanwhile',
+    5000,
+    500,
+    60_000,
+  ),
+  preauthPerAddress: int(
+    'PUSHRELAY_PREAUTH_PER_ADDRESS',
+    'handshakes one client address (per PUSHRELAY_TRUST_PROXY) may have open and not yet authenticated; past it its handshakes are refused `rate_limited`, without spending the handshake rate other clients need',
+    128,
+    1,
+    1_000_000,
   ),
   connectRate: int(
     'PUSHRELAY_CONNECT_RATE',
@@ -499,6 +578,85 @@ export const schema = {
     'PUSHRELAY_OFFLINE_WEBHOOK_SECRET',
     'secret signing offline webhook calls (required with PUSHRELAY_OFFLINE_WEBHOOK)',
   ),
+  webhooks: variable(
+    'PUSHRELAY_WEBHOOKS',
+    'lifecycle webhook receiver URLs, comma-separated; each gets every event kind of `PUSHRELAY_WEBHOOK_EVENTS`, signed with `PUSHRELAY_WEBHOOK_SECRET`',
+    '(none)',
+    (raw): URL[] => {
+      if (raw === undefined) return [];
+      return raw
+        .split(',')
+        .map((s) => s.trim())
+        .filter((s) => s !== '')
+        .map((s) => {
+          let u: URL;
+          try {
+            u = new URL(s);
+          } catch {
+            throw new InvalidValue(`must be http: or https: URLs, got "${s}"`);
+          }
+          if (u.protocol !== 'http:' && u.protocol !== 'https:')
+            throw new InvalidValue(`must be http: or https: URLs, got "${u.protocol}"`);
+          return u;
+        });
+    },
+  ),
+  webhookEvents: variable(
+    'PUSHRELAY_WEBHOOK_EVENTS',
+    'event kinds sent to `PUSHRELAY_WEBHOOKS`, comma-separated: `user.online`, `user.offline`, `channel.occupied`, `channel.vacated`, `member.added`, `member.removed`, `message.undelivered`',
+    '(all)',
+    (raw): WebhookEventType[] => {
+      if (raw === undefined) return [...WEBHOOK_EVENT_TYPES];
+      const kinds = raw
+        .split(',')
+        .map((s) => s.trim())
+        .filter((s) => s !== '');
+      for (const k of kinds) {
+        if (!(WEBHOOK_EVENT_TYPES as readonly string[]).includes(k))
+          throw new InvalidValue(`unknown event kind "${k}" (known: ${WEBHOOK_EVENT_TYPES.join(', ')})`);
+      }
+      return kinds as WebhookEventType[];
+    },
+  ),
+  webhookSecret: optional(
+    'PUSHRELAY_WEBHOOK_SECRET',
+    'secret signing every lifecycle webhook call (required with `PUSHRELAY_WEBHOOKS`)',
+  ),
+  webhookDebounceSeconds: seconds(
+    'PUSHRELAY_WEBHOOK_DEBOUNCE_SECONDS',
+    'a user (or channel, or member) gone and back within this time produces no `offline`/`online` (`vacated`/`occupied`, `removed`/`added`) pair; those events are sent this much later',
+    5,
+    0,
+    3600,
+  ),
+  webhookTimeoutSeconds: seconds(
+    'PUSHRELAY_WEBHOOK_TIMEOUT_SECONDS',
+    'a webhook call not answered within this time is retried',
+    10,
+    1,
+    120,
+  ),
+  webhookRetrySeconds: seconds(
+    'PUSHRELAY_WEBHOOK_RETRY_SECONDS',
+    'how long webhook events are retried (backoff with jitter, up to 5 minutes apart) before they go to the dead letters',
+    86_400,
+    1,
+    30 * 86_400,
+  ),
+  webhookMaxQueueBytes: int(
+    'PUSHRELAY_WEBHOOK_MAX_QUEUE_BYTES',
+    'bytes of undelivered-message webhook events (offline webhook and `message.undelivered`, which carry the message) queued at once, in memory or in Redis; past it new ones are refused and counted',
+    64 * 1024 * 1024,
+    1024,
+    16 * 1024 * 1024 * 1024,
+  ),
+  webhookDeadLetters: int(
+    'PUSHRELAY_WEBHOOK_DEAD_LETTERS',
+    'webhook dead letters kept (each one key’s events given up on); the oldest go first',
+    10_000,
+    1,
+    1_000_000,
+  ),
   redisWaitReplicas: int(
     'PUSHRELAY_REDIS_WAIT_REPLICAS',
     'replicas that must hold a publish before it is answered 2xx and fanned out (Redis `WAIT`); 0 answers once the master has it',
@@ -511,6 +669,13 @@ export const schema = {
     'how long a publish waits for `PUSHRELAY_REDIS_WAIT_REPLICAS` replicas before answering 503',
     500,
     1,
+    60_000,
+  ),
+  redisTimeoutMs: int(
+    'PUSHRELAY_REDIS_TIMEOUT_MS',
+    'a Redis that answers neither a command nor the PING sent every half second within this many ms counts as unavailable: `/readyz` 503, `pushrelay_redis_connected` 0, publishes 503 at once, new sockets refused (a hung Redis keeps its connections open)',
+    2000,
+    100,
     60_000,
   ),
   presenceTtl: int(
@@ -580,6 +745,78 @@ export const schema = {
   anycableBroadcastKey: optional(
     'PUSHRELAY_ANYCABLE_BROADCAST_KEY',
     'AnyCable’s `broadcast_key`: `POST /_broadcast` needs `Authorization: Bearer <it>`; unset, the route is not served',
+  ),
+  echo: variable(
+    'PUSHRELAY_ECHO',
+    'accept Laravel Echo’s Socket.IO protocol (`on` or `off`): tokenless sockets, `subscribe`/`unsubscribe {channel, auth}`, events as `emit(event, channel, data)`, whispers, `presence:*` (see "Coming from laravel-echo-server")',
+    'off',
+    (raw): boolean => {
+      if (raw === undefined || raw === 'off') return false;
+      if (raw === 'on') return true;
+      throw new InvalidValue(`must be on or off, got "${raw}"`);
+    },
+  ),
+  echoAuthUrl: url(
+    'PUSHRELAY_ECHO_AUTH_URL',
+    'the Laravel app’s channel auth endpoint (`https://app.example/broadcasting/auth`), POSTed `channel_name` and `socket_id` with the browser’s Cookie for `private-*` and `presence-*` channels; unset, those channels are refused',
+    ['http:', 'https:'],
+  ),
+  echoAuthTimeout: seconds(
+    'PUSHRELAY_ECHO_AUTH_TIMEOUT_SECONDS',
+    'how long a call to `PUSHRELAY_ECHO_AUTH_URL` may take before the subscription is refused (`subscription_error` with status 0)',
+    10,
+    0.1,
+    120,
+  ),
+  echoAuthMaxInflight: int(
+    'PUSHRELAY_ECHO_AUTH_MAX_INFLIGHT',
+    'calls to `PUSHRELAY_ECHO_AUTH_URL` one node makes at once; past it a subscription is refused with status 429',
+    256,
+    1,
+    100_000,
+  ),
+  echoAuthMaxPerSocket: int(
+    'PUSHRELAY_ECHO_AUTH_MAX_PER_SOCKET',
+    'calls to `PUSHRELAY_ECHO_AUTH_URL` one socket may have in flight; past it its subscription is refused with status 429',
+    8,
+    1,
+    1000,
+  ),
+  echoRedisPrefix: {
+    env: 'PUSHRELAY_ECHO_REDIS_PREFIX',
+    doc: "take Laravel’s Redis broadcaster: the Redis prefix of the app (`database.redis.options.prefix`, by default `REDIS_PREFIX` = `Str::slug(APP_NAME, '_').'_database_'`); its `{event, data, socket}` on `<prefix><channel>` reaches channel `<channel>`; set but empty means no prefix, unset means off",
+    defaultDoc: '(unset)',
+    keepsEmpty: true,
+    parse: (raw: string | undefined): string | undefined => {
+      if (raw === undefined) return undefined;
+      if (!/^[\x21-\x7e]{0,100}$/.test(raw)) {
+        throw new InvalidValue(`must be 0-100 printable characters without spaces, got "${raw}"`);
+      }
+      return raw;
+    },
+  } satisfies Variable<string | undefined>,
+  echoClients: variable(
+    'PUSHRELAY_ECHO_CLIENTS',
+    'laravel-echo-server’s `clients`: `appId:key` pairs, comma-separated, for its HTTP API (`POST /apps/:appId/events` and the read routes, with `?auth_key=` or `Authorization: Bearer`); empty, the API is not served',
+    '(empty)',
+    (raw): { appId: string; key: string }[] => {
+      if (raw === undefined) return [];
+      return raw
+        .split(',')
+        .map((s) => s.trim())
+        .filter((s) => s !== '')
+        .map((pair) => {
+          const at = pair.indexOf(':');
+          const appId = pair.slice(0, at);
+          const key = pair.slice(at + 1);
+          if (at <= 0 || key === '' || !/^[A-Za-z0-9_.-]{1,100}$/.test(appId)) {
+            throw new InvalidValue(
+              `each entry must be appId:key (appId of A-Z a-z 0-9 _ . -), got "${pair.slice(0, at > 0 ? at : 20)}:..."`,
+            );
+          }
+          return { appId, key };
+        });
+    },
   ),
   statsIntervalSeconds: int(
     'PUSHRELAY_STATS_INTERVAL_SECONDS',

@@ -12,11 +12,26 @@ export const SIGNATURE_HEADERS = {
   key: 'x-pushrelay-key',
   timestamp: 'x-pushrelay-timestamp',
   signature: 'x-pushrelay-signature',
+  nonce: 'x-pushrelay-nonce',
 } as const;
 
-/** The string a publisher signs: "<timestamp>.<METHOD>.<path and query>.<raw body>". */
-export function signingInput(timestamp: string, method: string, url: string, body: Buffer | string): Buffer {
-  return Buffer.concat([Buffer.from(`${timestamp}.${method.toUpperCase()}.${url}.`), Buffer.from(body)]);
+/** What a nonce may be: random enough to be unique, and never mistaken for an HTTP method in the signed string. */
+export const NONCE_PATTERN = /^[A-Za-z0-9_-]{16,128}$/;
+
+/**
+ * The string a publisher signs: "<timestamp>.<METHOD>.<path and query>.<raw body>",
+ * or with a nonce "<timestamp>.<nonce>.<METHOD>.<path and query>.<raw body>"
+ * (signed, so a captured request cannot be replayed under a new nonce).
+ */
+export function signingInput(
+  timestamp: string,
+  method: string,
+  url: string,
+  body: Buffer | string,
+  nonce?: string,
+): Buffer {
+  const head = nonce === undefined ? timestamp : `${timestamp}.${nonce}`;
+  return Buffer.concat([Buffer.from(`${head}.${method.toUpperCase()}.${url}.`), Buffer.from(body)]);
 }
 
 export function sign(
@@ -25,9 +40,10 @@ export function sign(
   method: string,
   url: string,
   body: Buffer | string,
+  nonce?: string,
 ): string {
   return createHmac('sha256', secret)
-    .update(signingInput(timestamp, method, url, body))
+    .update(signingInput(timestamp, method, url, body, nonce))
     .digest('hex');
 }
 
@@ -37,7 +53,7 @@ const digest = (s: string) => createHash('sha256').update(s).digest();
  * Publisher authentication for every route that declares a scope:
  * `Authorization: Bearer <secret>` is checked before the body is read;
  * HMAC-signed requests are checked once the raw body is in, and each
- * signature is accepted once.
+ * nonce (or, for a request without one, each signature) is accepted once.
  */
 export function registerPublisherAuth(app: HttpApp, keys: readonly PublisherKey[], nonces: NonceStore): void {
   // Each key's digest is computed once: a request costs one SHA-256, of what it presents.
@@ -107,6 +123,13 @@ export function registerPublisherAuth(app: HttpApp, keys: readonly PublisherKey[
         `a signed request needs ${SIGNATURE_HEADERS.key}, ${SIGNATURE_HEADERS.timestamp} and ${SIGNATURE_HEADERS.signature}`,
       );
     }
+    const nonce = header(request, SIGNATURE_HEADERS.nonce);
+    if (nonce !== undefined && !NONCE_PATTERN.test(nonce)) {
+      throw new RelayError(
+        'unauthorized',
+        `${SIGNATURE_HEADERS.nonce} must be 16-128 characters of A-Z a-z 0-9 _ - (a random value per request)`,
+      );
+    }
     const key = byName.get(name);
     if (!key) throw new RelayError('invalid_key');
     if (!/^\d{1,12}$/.test(timestamp))
@@ -114,15 +137,17 @@ export function registerPublisherAuth(app: HttpApp, keys: readonly PublisherKey[
     if (Math.abs(Date.now() / 1000 - Number(timestamp)) > SIGNATURE_WINDOW_S)
       throw new RelayError('stale_signature');
     const expected = Buffer.from(
-      sign(key.secret, timestamp, request.method, request.url, request.rawBody ?? ''),
+      sign(key.secret, timestamp, request.method, request.url, request.rawBody ?? '', nonce),
       'hex',
     );
     const given = /^[0-9a-fA-F]{64}$/.test(signature) ? Buffer.from(signature, 'hex') : Buffer.alloc(0);
     if (given.length !== expected.length || !timingSafeEqual(given, expected)) {
       throw new RelayError('invalid_signature');
     }
-    // Kept past both ends of the window so no accepted timestamp can be reused.
-    if (!(await nonces.claim(`${key.name}:${signature.toLowerCase()}`, SIGNATURE_WINDOW_S * 2 + 60))) {
+    // Kept past both ends of the window so no accepted timestamp can be reused. With a nonce, two
+    // identical requests in one second are two requests; without one, the signature is the nonce.
+    const seen = nonce === undefined ? signature.toLowerCase() : `n:${nonce}`;
+    if (!(await nonces.claim(`${key.name}:${seen}`, SIGNATURE_WINDOW_S * 2 + 60))) {
       throw new RelayError('replayed_request');
     }
     authorize(request, key);

@@ -30,7 +30,16 @@ export function registerBodyParsers(app: HttpApp, maxJsonDepth: number): void {
       request.rawBody = body as Buffer;
       request.isForm = true;
       try {
-        done(null, parseForm(decodeUtf8(body as Buffer)));
+        const text = decodeUtf8(body as Buffer);
+        // `curl -d '{...}'` sends JSON labelled as a form; form encoders escape { and [ (%7B, %5B),
+        // so a body opening with one is JSON, and "missing the field event" would mislead.
+        if (/^\s*[{[]/.test(text)) {
+          throw new RelayError(
+            'unsupported_media_type',
+            'the body is JSON but its Content-Type is application/x-www-form-urlencoded (curl -d sends that): send Content-Type: application/json',
+          );
+        }
+        done(null, parseForm(text));
       } catch (err) {
         done(err as Error, undefined);
       }

@@ -11,7 +11,7 @@ export function sendError(reply: FastifyReply, error: RelayError): FastifyReply 
 }
 
 /** Fastify's own errors (parsing, limits, validation) in the registry's terms. */
-export function toRelayError(err: unknown, bodyLimit: number): RelayError {
+export function toRelayError(err: unknown, bodyLimit: number, contentType?: string): RelayError {
   if (isRelayError(err)) return err;
   const e = err as FastifyError & { validationContext?: string };
   if (e.validation)
@@ -21,7 +21,7 @@ export function toRelayError(err: unknown, bodyLimit: number): RelayError {
       return new RelayError('payload_too_large', `the body is larger than ${bodyLimit} bytes`);
     case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
     case 'FST_ERR_CTP_INVALID_TYPE':
-      return new RelayError('unsupported_media_type');
+      return unsupportedMediaType(contentType);
     case 'FST_ERR_CTP_EMPTY_JSON_BODY':
       return new RelayError('invalid_json', 'the body is empty');
     case 'FST_ERR_CTP_INVALID_CONTENT_LENGTH':
@@ -31,14 +31,25 @@ export function toRelayError(err: unknown, bodyLimit: number): RelayError {
   }
   const status = e.statusCode ?? 500;
   if (status === 413) return new RelayError('payload_too_large');
-  if (status === 415) return new RelayError('unsupported_media_type');
+  if (status === 415) return unsupportedMediaType(contentType);
   if (status >= 400 && status < 500) return new RelayError('bad_request', e.message || undefined);
   return new RelayError('internal');
 }
 
+const SEND = 'send Content-Type: application/json (or application/x-www-form-urlencoded for a form)';
+
+/** Says which Content-Type arrived, so "no header" is not mistaken for a bad body. */
+function unsupportedMediaType(contentType: string | undefined): RelayError {
+  if (contentType === undefined || contentType.trim() === '') {
+    return new RelayError('unsupported_media_type', `the request has no Content-Type header: ${SEND}`);
+  }
+  const shown = contentType.split(';')[0]!.trim().slice(0, 100);
+  return new RelayError('unsupported_media_type', `Content-Type ${shown} is not supported: ${SEND}`);
+}
+
 export function registerErrorHandlers(app: HttpApp, metrics: Metrics, bodyLimit: number): void {
   app.setErrorHandler((err, request, reply) => {
-    const error = toRelayError(err, bodyLimit);
+    const error = toRelayError(err, bodyLimit, request.headers['content-type']);
     if (error.code === 'internal') request.log.error({ err }, 'request failed');
     metrics.httpErrors.inc({ code: error.code });
     return sendError(reply, error);

@@ -55,9 +55,15 @@ export function registerHistoryRoutes(app: HttpApp, broker: Broker): void {
         epoch: res.epoch,
         offset: res.offset,
         complete: res.complete,
-        messages: res.entries.map((e) => {
-          const m = decodePublication(e.text);
-          return { id: m.id, event: m.event, data: m.data, offset: e.offset, ts: m.ts };
+        // An entry that is not a publication (written to Redis by something else) is left out.
+        messages: res.entries.flatMap((e) => {
+          let m: ReturnType<typeof decodePublication>;
+          try {
+            m = decodePublication(e.text);
+          } catch {
+            return [];
+          }
+          return [{ id: m.id, event: m.event, data: m.data, offset: e.offset, ts: m.ts }];
         }),
       };
     },

@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import type { Broker } from '../broker/index.js';
 import { isRelayError, RelayError } from '../errors.js';
 import type { Metrics } from '../metrics/index.js';
@@ -12,8 +12,11 @@ import {
   type Publication,
   userChannel,
 } from './message.js';
-import type { ResultStore } from './results.js';
+import type { ResultStore, StoredResult } from './results.js';
 import type { PublishBody } from './schema.js';
+
+/** What a Socket.IO socket id looks like (base64url, 20 characters); anything else names no socket and is dropped. */
+const SOCKET_ID_RE = /^[A-Za-z0-9_-]{1,64}$/;
 
 export type PublishSource =
   | 'http'
@@ -25,14 +28,18 @@ export type PublishSource =
   /** `XADD <prefix>:publish` (the durable ingest stream). */
   | 'stream'
   | 'actioncable'
-  | 'anycable';
+  | 'anycable'
+  /** Laravel's Redis broadcaster (`PUSHRELAY_ECHO_REDIS_PREFIX`). */
+  | 'laravel'
+  /** laravel-echo-server's HTTP API (`POST /apps/:appId/events`) and Echo whispers. */
+  | 'echo';
 
 /** How a source asks for a publish to be handled. */
 export interface PublishOptions {
   /**
-   * Idempotency scope: an `id` is remembered per scope, so two sources (or
-   * two parts of one split publish) using the same id do not answer for
-   * each other.
+   * Idempotency scope: an `id` is remembered per scope, so two sources, two
+   * publisher keys (HTTP uses `key:<name>`), or two parts of one split
+   * publish using the same id do not answer for, or suppress, each other.
    */
   readonly scope?: string;
   /**
@@ -42,6 +49,8 @@ export interface PublishOptions {
    * an empty one to the others, so the offline fallback runs once per publish.
    */
   readonly audience?: readonly string[];
+  /** Socket ids that must not receive the message, wherever they are connected (Laravel's `toOthers()`). */
+  readonly exceptSockets?: readonly string[];
 }
 
 export interface PublishResult {
@@ -69,6 +78,11 @@ interface Plan {
   readonly audience: readonly string[];
   /** Key of this publish's answer in the result store (its id, in its scope). */
   readonly resultKey: string | undefined;
+  /** Digest of what the publish asks for (event, data, targets), kept with its answer: a repeat of its id must match it. */
+  readonly digest: string;
+  readonly exceptSockets: readonly string[];
+  /** Whether every channel its answer counts is one of its targets (not a broadcast, no separate audience). */
+  readonly countsTargets: boolean;
 }
 
 export interface IngestDeps {
@@ -112,10 +126,14 @@ export class Ingest {
    * call and one presence read for the whole batch. Nothing is acknowledged
    * unless the broker took all of it.
    */
-  async publishBatch(bodies: readonly PublishBody[], source: PublishSource): Promise<PublishOutcome[]> {
+  async publishBatch(
+    bodies: readonly PublishBody[],
+    source: PublishSource,
+    options: Pick<PublishOptions, 'scope'> = {},
+  ): Promise<PublishOutcome[]> {
     const plans = bodies.map((body, i) => {
       try {
-        return this.plan(body);
+        return this.plan(body, options);
       } catch (err) {
         if (isRelayError(err)) throw new RelayError(err.code, `messages[${i}]: ${err.message}`);
         throw err;
@@ -123,13 +141,14 @@ export class Ingest {
     });
     const started = performance.now();
     try {
-      const results = await this.executeMany(plans, source);
+      const results = await this.executeMany(plans, source, (i) => `messages[${i}]: `);
       this.deps.metrics.publishDuration.observe({ source }, (performance.now() - started) / 1000);
       return results.map((result) => ({ ok: true, result }));
     } catch (err) {
       const error = isRelayError(err) ? err : new RelayError('internal');
       this.deps.metrics.publishes.inc({ source, outcome: error.code }, plans.length);
-      if (!isRelayError(err)) throw err;
+      // A conflict is the publisher's mistake, not something a retry fixes: it answers as itself.
+      if (!isRelayError(err) || err.code === 'idempotency_conflict') throw err;
       return plans.map(() => ({ ok: false, error }));
     }
   }
@@ -161,23 +180,32 @@ export class Ingest {
       except,
       data,
       audience: options.audience ? [...new Set(options.audience)].filter((u) => !excluded.has(u)) : targeted,
+      exceptSockets: (options.exceptSockets ?? []).filter((id) => SOCKET_ID_RE.test(id)),
       resultKey:
         body.id === undefined
           ? undefined
           : options.scope === undefined
             ? body.id
             : `${options.scope}/${body.id}`,
+      digest: body.id === undefined ? '' : digest(body.event, data, users, channels, broadcast, except),
+      countsTargets: !broadcast && options.audience === undefined,
     };
   }
 
   /** Writes validated publishes: each answered from an earlier publish with its id, or appended and fanned out. */
-  private async executeMany(plans: readonly Plan[], source: PublishSource): Promise<PublishResult[]> {
+  private async executeMany(
+    plans: readonly Plan[],
+    source: PublishSource,
+    where: (index: number) => string = () => '',
+  ): Promise<PublishResult[]> {
     const { broker, results, metrics } = this.deps;
     const ids = plans.map((p) => p.resultKey).filter((id): id is string => id !== undefined);
     const previous = ids.length > 0 ? await results.getMany(ids) : undefined;
-    const out: (PublishResult | undefined)[] = plans.map((p) =>
-      p.resultKey !== undefined ? previous?.get(p.resultKey) : undefined,
-    );
+    // Checked before anything is written: a batch with a conflict writes nothing.
+    const out: (PublishResult | undefined)[] = plans.map((p, index) => {
+      const stored = p.resultKey !== undefined ? previous?.get(p.resultKey) : undefined;
+      return stored === undefined ? undefined : answerOf(stored, p, where(index));
+    });
     const fresh = plans.flatMap((plan, index) => {
       if (out[index]) {
         metrics.publishes.inc({ source, outcome: 'duplicate' });
@@ -189,6 +217,7 @@ export class Ingest {
         data: plan.data,
         ts: Date.now(),
         except: plan.except.length > 0 ? plan.except : undefined,
+        exceptSockets: plan.exceptSockets.length > 0 ? plan.exceptSockets : undefined,
       };
       const targets = plan.broadcast
         ? [BROADCAST_CHANNEL]
@@ -197,16 +226,32 @@ export class Ingest {
     });
     if (fresh.length === 0) return out as PublishResult[];
 
-    const [positions, online] = await Promise.all([
-      broker.publishMany(
-        fresh.map((f) => ({
-          publication: f.publication,
-          channels: f.targets,
-          idempotent: f.plan.body.id !== undefined,
-        })),
-      ),
-      this.countOnline(fresh.map((f) => f.plan)),
-    ]);
+    const items = fresh.map((f) => ({
+      publication: f.publication,
+      channels: f.targets,
+      idempotent: f.plan.body.id !== undefined,
+      key: f.plan.resultKey,
+    }));
+    const freshPlans = fresh.map((f) => f.plan);
+    let positions: Position[][];
+    let online: { online: PublishResult['online']; offline: string[] }[];
+    // Where every channel to count is a target, the write and the count are one step.
+    const counted =
+      this.deps.presence.countFrom && fresh.every((f) => f.plan.countsTargets)
+        ? await broker.publishManyCounted?.(items)
+        : undefined;
+    if (counted) {
+      positions = counted.positions;
+      const sockets = this.deps.presence.countFrom?.(counted.counts.flat());
+      if (sockets) {
+        const count = new Map<string, number>();
+        let n = 0;
+        for (const f of fresh) for (const t of f.targets) count.set(t, sockets[n++] ?? 0);
+        online = tally(freshPlans, count, 0);
+      } else online = await this.countOnline(freshPlans);
+    } else {
+      [positions, online] = await Promise.all([broker.publishMany(items), this.countOnline(freshPlans)]);
+    }
     const made = fresh.map((f, i): PublishResult => {
       const channels: Record<string, Position> = {};
       f.targets.forEach((t, j) => {
@@ -216,12 +261,15 @@ export class Ingest {
     });
     // The first answer stored for an id wins, so a repeat answers exactly what the first publish did.
     const keyed = fresh.flatMap((f, i) =>
-      f.plan.resultKey !== undefined ? [[f.plan.resultKey, made[i]!] as const] : [],
+      f.plan.resultKey !== undefined
+        ? [[f.plan.resultKey, { result: made[i]!, digest: f.plan.digest }] as const]
+        : [],
     );
     const kept = keyed.length > 0 ? await results.putMany(keyed) : [];
     let k = 0;
     fresh.forEach((f, i) => {
-      out[f.index] = f.plan.resultKey !== undefined ? kept[k++]! : made[i]!;
+      // A concurrent publish with the same id and another body stored its answer first: this one conflicts.
+      out[f.index] = f.plan.resultKey !== undefined ? answerOf(kept[k++]!, f.plan, where(f.index)) : made[i]!;
       metrics.publishes.inc({ source, outcome: 'ok' });
       const offline = online[i]!.offline;
       if (offline.length > 0) this.deps.onOffline?.(offline, f.publication);
@@ -249,22 +297,63 @@ export class Ingest {
     ]);
     const count = new Map(channels.map((c, i) => [c, counts[i] ?? 0]));
     const total = nodes?.reduce((n, node) => n + node.sockets, 0) ?? 0;
-    return plans.map((p) => {
-      if (p.broadcast) {
-        const excluded = p.except.reduce((n, u) => n + (count.get(userChannel(u)) ?? 0), 0);
-        return { online: { users: 0, sockets: Math.max(0, total - excluded) }, offline: [] };
-      }
-      const offline: string[] = [];
-      let users = 0;
-      let sockets = 0;
-      for (const u of p.audience) {
-        const n = count.get(userChannel(u)) ?? 0;
-        sockets += n;
-        if (n > 0) users++;
-        else offline.push(u);
-      }
-      for (const c of p.channels) sockets += count.get(c) ?? 0;
-      return { online: { users, sockets }, offline };
-    });
+    return tally(plans, count, total);
   }
+}
+
+/** Who each publish reached, from socket counts per channel (and the cluster's total, for broadcasts). */
+function tally(
+  plans: readonly Plan[],
+  count: ReadonlyMap<string, number>,
+  total: number,
+): { online: PublishResult['online']; offline: string[] }[] {
+  return plans.map((p) => {
+    if (p.broadcast) {
+      const excluded = p.except.reduce((n, u) => n + (count.get(userChannel(u)) ?? 0), 0);
+      return { online: { users: 0, sockets: Math.max(0, total - excluded) }, offline: [] };
+    }
+    const offline: string[] = [];
+    let users = 0;
+    let sockets = 0;
+    for (const u of p.audience) {
+      const n = count.get(userChannel(u)) ?? 0;
+      sockets += n;
+      if (n > 0) users++;
+      else offline.push(u);
+    }
+    for (const c of p.channels) sockets += count.get(c) ?? 0;
+    return { online: { users, sockets }, offline };
+  });
+}
+
+/** The stored answer for a repeated id, or idempotency_conflict when the repeat asks for something else. */
+function answerOf(stored: StoredResult, plan: Plan, where: string): PublishResult {
+  // Answers stored before digests were kept have none: they are taken as matching.
+  if (stored.digest && stored.digest !== plan.digest) {
+    throw new RelayError(
+      'idempotency_conflict',
+      `${where}id ${JSON.stringify(plan.body.id)} was already used with a different event, data or targets within the idempotency window; use a new id for a new message`,
+    );
+  }
+  return stored.result;
+}
+
+/** What a publish asks for, independent of the order of its lists. */
+function digest(
+  event: string,
+  data: string,
+  users: readonly string[],
+  channels: readonly string[],
+  broadcast: boolean,
+  except: readonly string[],
+): string {
+  const text = JSON.stringify([
+    event,
+    data,
+    [...users].sort(),
+    [...channels].sort(),
+    broadcast,
+    [...except].sort(),
+  ]);
+  return createHash('sha256').update(text).digest('base64url');
 }

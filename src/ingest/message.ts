@@ -12,11 +12,21 @@ export const MAX_CHANNEL_LENGTH = 200;
 export const BROADCAST_CHANNEL = '$broadcast';
 
 /**
+ * With PUSHRELAY_ECHO=on every socket is in one of these rooms, by the
+ * protocol it speaks, so a delivery can take each front end's shape. Like
+ * `$broadcast`, no client can name them (`$` is not a channel character).
+ */
+export const ECHO_ROOM = '$echo';
+export const NATIVE_ROOM = '$native';
+
+/**
  * Whether presence keeps a member list for a channel. Everyone is in the
- * broadcast channel: it is counted from node totals, never member by member.
+ * broadcast channel: it is counted from node totals, never member by member;
+ * the protocol rooms are not channels.
  */
 export function listsMembers(channel: string): boolean {
-  // `$broadcast` and the console's watch rooms (`$watch:user:<id>`) have no members to list.
+  // `$broadcast`, the protocol rooms and the console's watch rooms (`$watch:user:<id>`):
+  // no client can name a `$` room, and none has members to list.
   return !channel.startsWith('$');
 }
 
@@ -122,6 +132,8 @@ export interface Publication {
   readonly ts: number;
   /** Users whose sockets do not receive it. */
   readonly except?: readonly string[] | undefined;
+  /** Socket ids that do not receive it (Laravel's `toOthers()`: the socket whose request caused it). */
+  readonly exceptSockets?: readonly string[] | undefined;
 }
 
 /** A publication read back: data is a value again. */
@@ -131,12 +143,15 @@ export interface Message {
   readonly data: unknown;
   readonly ts: number;
   readonly except?: readonly string[] | undefined;
+  readonly exceptSockets?: readonly string[] | undefined;
 }
 
 /** Encoded once per publish and shared by every channel it targets; `d` stays last so data is never re-encoded. */
 export function encodePublication(p: Publication): string {
   const except = p.except && p.except.length > 0 ? `,"x":${JSON.stringify(p.except)}` : '';
-  return `{"i":${JSON.stringify(p.id)},"e":${JSON.stringify(p.event)},"t":${p.ts}${except},"d":${p.data}}`;
+  const sockets =
+    p.exceptSockets && p.exceptSockets.length > 0 ? `,"s":${JSON.stringify(p.exceptSockets)}` : '';
+  return `{"i":${JSON.stringify(p.id)},"e":${JSON.stringify(p.event)},"t":${p.ts}${except}${sockets},"d":${p.data}}`;
 }
 
 interface Encoded {
@@ -144,13 +159,71 @@ interface Encoded {
   e: string;
   t: number;
   x?: string[];
+  s?: string[];
   d: unknown;
 }
 
-export function decodePublication(text: string): Message {
-  const o = JSON.parse(text) as Encoded;
-  return { id: o.i, event: o.e, data: o.d, ts: o.t, except: o.x };
+/**
+ * A stored or delivered publication that cannot be sent to sockets: Redis is
+ * trusted, but whatever reaches it (an operator's PUBLISH on a delivery
+ * channel, a bug in another version) must not take a node down. `reason` is
+ * a short label for metrics and logs.
+ */
+export class MalformedPublication extends Error {
+  constructor(readonly reason: 'invalid_json' | 'invalid_shape' | 'reserved_event' | 'invalid_event') {
+    super(`malformed publication: ${reason}`);
+    this.name = 'MalformedPublication';
+  }
 }
+
+/**
+ * Reads a publication back from history or a delivery channel, checking
+ * everything a socket emit relies on: an event name Socket.IO does not
+ * reserve (emitting `connect` throws), string id, numeric time, string list
+ * of excepted users. Throws MalformedPublication otherwise.
+ */
+export function decodePublication(text: string): Message {
+  let o: Encoded;
+  try {
+    o = JSON.parse(text) as Encoded;
+  } catch {
+    throw new MalformedPublication('invalid_json');
+  }
+  if (
+    typeof o !== 'object' ||
+    o === null ||
+    Array.isArray(o) ||
+    typeof o.i !== 'string' ||
+    typeof o.e !== 'string' ||
+    typeof o.t !== 'number' ||
+    !Number.isFinite(o.t) ||
+    (o.x !== undefined && !(Array.isArray(o.x) && o.x.every((u) => typeof u === 'string'))) ||
+    (o.s !== undefined && !(Array.isArray(o.s) && o.s.every((u) => typeof u === 'string')))
+  ) {
+    throw new MalformedPublication('invalid_shape');
+  }
+  try {
+    assertEventName(o.e);
+  } catch (err) {
+    throw new MalformedPublication(
+      err instanceof RelayError && err.code === 'reserved_event' ? 'reserved_event' : 'invalid_event',
+    );
+  }
+  return { id: o.i, event: o.e, data: o.d, ts: o.t, except: o.x, exceptSockets: o.s };
+}
+
+/** The reason label of a decode failure (anything that is not a MalformedPublication is a shape problem). */
+export function malformedReason(err: unknown): string {
+  return err instanceof MalformedPublication ? err.reason : 'invalid_shape';
+}
+
+/**
+ * The epoch of a channel Redis holds nothing for: never published to, or its
+ * last publish is older than its retention. Reading such a channel creates
+ * nothing; its first publish gives it a real epoch, which nodes and clients
+ * at this epoch and offset 0 take over without a resync (they missed nothing).
+ */
+export const UNBORN_EPOCH = '0';
 
 /** Position of a message in a channel's history: offsets increase by one; a new epoch means history was lost. */
 export interface Position {

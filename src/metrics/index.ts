@@ -7,6 +7,14 @@ import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom
 /** Gauges read at scrape time from the app; set once the app exists. */
 export interface Probes {
   socketsByTransport?: () => Record<string, number>;
+  /** Latest webhook queue figures: per receiver label, and the whole cluster's bytes and dead letters. */
+  webhooks?: () =>
+    | {
+        endpoints: Record<string, { depth: number; retrying: number }>;
+        bytes: number;
+        deadLetters: number;
+      }
+    | undefined;
   redisReady?: () => Record<string, boolean>;
 }
 
@@ -48,7 +56,7 @@ export function createMetrics() {
     }),
     publishes: new Counter({
       name: 'pushrelay_publish_messages_total',
-      help: 'Publishes handled by this node, by source (http, batch, legacy, socket, redis, stream, actioncable, anycable) and outcome (ok, duplicate or an error code)',
+      help: 'Publishes handled by this node, by source (http, batch, legacy, socket, redis, stream, actioncable, anycable, laravel, echo) and outcome (ok, duplicate or an error code)',
       labelNames: ['source', 'outcome'] as const,
       registers: [registry],
     }),
@@ -75,6 +83,12 @@ export function createMetrics() {
       help: 'Deliveries dropped because this node had already delivered that offset',
       registers: [registry],
     }),
+    deliveryMalformed: new Counter({
+      name: 'pushrelay_delivery_malformed_total',
+      help: 'Messages from Redis (delivery channels, history entries) dropped because no socket could be sent them, by reason: invalid_json, invalid_shape, invalid_position, reserved_event (a Socket.IO event such as connect), invalid_event',
+      labelNames: ['reason'] as const,
+      registers: [registry],
+    }),
     deliveryRecovered: new Counter({
       name: 'pushrelay_delivery_recovered_total',
       help: 'Messages replayed from history: to a recovering client (client) or to fill a gap on this node (gap)',
@@ -97,6 +111,57 @@ export function createMetrics() {
       labelNames: ['outcome'] as const,
       registers: [registry],
     }),
+    webhookEvents: new Counter({
+      name: 'pushrelay_webhook_events_total',
+      help: 'Webhook events by receiver (its origin) and outcome: queued, delivered, retried, dead_lettered, refused (over PUSHRELAY_WEBHOOK_MAX_QUEUE_BYTES or Redis away)',
+      labelNames: ['endpoint', 'outcome'] as const,
+      registers: [registry],
+    }),
+    webhookLatency: new Histogram({
+      name: 'pushrelay_webhook_delivery_latency_seconds',
+      help: 'Time from a webhook event being produced to the receiver acknowledging it (debounce and retries included), by receiver',
+      labelNames: ['endpoint'] as const,
+      buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600],
+      registers: [registry],
+    }),
+    webhookQueueDepth: new Gauge({
+      name: 'pushrelay_webhook_queue_keys',
+      help: 'Users and channels with webhook events waiting, cluster-wide, by receiver',
+      labelNames: ['endpoint'] as const,
+      registers: [registry],
+      collect() {
+        for (const [endpoint, s] of Object.entries(probes.webhooks?.()?.endpoints ?? {}))
+          this.set({ endpoint }, s.depth);
+      },
+    }),
+    webhookRetrying: new Gauge({
+      name: 'pushrelay_webhook_retrying_keys',
+      help: 'Users and channels whose next webhook event failed at least once and waits for a retry, cluster-wide, by receiver',
+      labelNames: ['endpoint'] as const,
+      registers: [registry],
+      collect() {
+        for (const [endpoint, s] of Object.entries(probes.webhooks?.()?.endpoints ?? {}))
+          this.set({ endpoint }, s.retrying);
+      },
+    }),
+    webhookQueuedBytes: new Gauge({
+      name: 'pushrelay_webhook_queued_bytes',
+      help: 'Bytes of queued undelivered-message webhook events (bounded by PUSHRELAY_WEBHOOK_MAX_QUEUE_BYTES), cluster-wide',
+      registers: [registry],
+      collect() {
+        const s = probes.webhooks?.();
+        if (s) this.set(s.bytes);
+      },
+    }),
+    webhookDeadLetters: new Gauge({
+      name: 'pushrelay_webhook_dead_letters',
+      help: 'Webhook dead letters kept (see GET /v1/webhooks/dead), cluster-wide',
+      registers: [registry],
+      collect() {
+        const s = probes.webhooks?.();
+        if (s) this.set(s.deadLetters);
+      },
+    }),
     presenceEvents: new Counter({
       name: 'pushrelay_presence_events_total',
       help: 'Presence transitions this node produced (each is produced by one node of the cluster), by type: user.online, user.offline, channel.occupied, channel.vacated, member.added, member.removed',
@@ -110,12 +175,18 @@ export function createMetrics() {
     }),
     redisConnected: new Gauge({
       name: 'pushrelay_redis_connected',
-      help: '1 when the Redis connection of this role is ready (cluster mode)',
+      help: '1 when the Redis connection of this role is ready and answering (cluster mode); 0 while it is down or has not answered within PUSHRELAY_REDIS_TIMEOUT_MS',
       labelNames: ['role'] as const,
       registers: [registry],
       collect() {
         for (const [role, up] of Object.entries(probes.redisReady?.() ?? {})) this.set({ role }, up ? 1 : 0);
       },
+    }),
+    redisSubscriberResets: new Counter({
+      name: 'pushrelay_redis_subscriber_resets_total',
+      help: 'Times a Redis pub/sub connection of this node went down while up (Redis closed it at its pub/sub output-buffer limit, CLIENT KILL, a restart), by role: deliveries (subscriber) are caught up from history once it is back; raw ingest pub/sub (ingest) and adapter traffic sent meanwhile are lost',
+      labelNames: ['role'] as const,
+      registers: [registry],
     }),
     redisMessages: new Counter({
       name: 'pushrelay_redis_messages_received_total',
@@ -131,7 +202,7 @@ export function createMetrics() {
     }),
     ingestMalformed: new Counter({
       name: 'pushrelay_ingest_malformed_total',
-      help: 'Messages from a Redis source (raw pub/sub, the ingest stream, ActionCable, AnyCable) that were refused as malformed, by source and error code',
+      help: 'Messages from a Redis source (raw pub/sub, the ingest stream, ActionCable, AnyCable, Laravel) that were refused as malformed, by source and error code',
       labelNames: ['source', 'code'] as const,
       registers: [registry],
     }),
@@ -200,9 +271,32 @@ export function createMetrics() {
       labelNames: ['source'] as const,
       registers: [registry],
     }),
+    echoSubscriptions: new Counter({
+      name: 'pushrelay_echo_subscriptions_total',
+      help: 'Laravel Echo subscribe requests, by kind (public, private, presence) and outcome: ok, or why it was refused (invalid_channel, not_public, too_many_channels, auth_refused, auth_failed, auth_timeout, auth_garbage, auth_overloaded, no_auth_url, unavailable)',
+      labelNames: ['kind', 'outcome'] as const,
+      registers: [registry],
+    }),
+    echoAuthDuration: new Histogram({
+      name: 'pushrelay_echo_auth_duration_seconds',
+      help: 'Time calls to PUSHRELAY_ECHO_AUTH_URL took, answered or not',
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers: [registry],
+    }),
+    echoAuthInflight: new Gauge({
+      name: 'pushrelay_echo_auth_inflight',
+      help: 'Calls to PUSHRELAY_ECHO_AUTH_URL this node is waiting for',
+      registers: [registry],
+    }),
+    echoWhispers: new Counter({
+      name: 'pushrelay_echo_whispers_total',
+      help: 'Laravel Echo whispers (client events), by outcome: ok, or why they were dropped (invalid, not_subscribed, not_private)',
+      labelNames: ['outcome'] as const,
+      registers: [registry],
+    }),
     rateLimited: new Counter({
       name: 'pushrelay_ratelimit_rejections_total',
-      help: 'Requests refused by a rate limit, by scope (publisher, socket, connection)',
+      help: 'Requests refused by a rate limit, by scope (publisher, socket, connection: the node handshake rate, address: unauthenticated handshakes of one client address)',
       labelNames: ['scope'] as const,
       registers: [registry],
     }),

@@ -5,6 +5,7 @@ import { USER_NAMESPACE } from '../ingest/message.js';
 import type { Redis } from '../redis/client.js';
 import type { RedisNames } from '../redis/keys.js';
 import { type BatchItem, runBatch } from '../redis/slots.js';
+import { WEBHOOK_PRESENCE_LUA } from '../webhooks/redis.js';
 import {
   type Change,
   eventsOf,
@@ -37,8 +38,9 @@ import {
  * and no user count or info is kept, which saves two keys per online user),
  * then the op's own.
  *
- * Every transition passes through `edge()`, which is where a durable queue
- * (webhooks) can be written in the same atomic step.
+ * Every transition passes through `edge()`, which queues its webhook events
+ * in the same atomic step (ARGV[7] on; see WEBHOOK_PRESENCE_LUA). ARGV[4..6]
+ * are the op's own (a leave pads them).
  *
  * Replies: join/leave {code, user, info}; clean {cursor, code, user, info,
  * code, user, info, ...} with only the sockets whose removal was a
@@ -50,11 +52,12 @@ const PRESENCE_LUA = `
 local members, counts, users, infos = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local op, node, own = ARGV[1], ARGV[2], ARGV[3] == '1'
 local out = {}
-
+${WEBHOOK_PRESENCE_LUA}
 local function edge(code, user, info)
   out[#out + 1] = code
   out[#out + 1] = user
   out[#out + 1] = info
+  if whOn then whEdge(op == 'join', own, code, user, info) end
 end
 
 local function drop(field, user)
@@ -124,7 +127,26 @@ interface Pending {
   reject: (err: Error) => void;
 }
 
+/**
+ * Webhook queues the presence script writes each transition to (see
+ * src/webhooks/redis.ts): per receiver its queue and lease keys in the
+ * channel's slot, and its due set where one script may touch it.
+ */
+export interface PresenceWebhooks {
+  /** Receivers' keys for a channel: `stride` keys each. */
+  keys(channel: string): string[];
+  readonly receivers: number;
+  /** 3 (queue, lease, due set) on one Redis, 2 on a Cluster. */
+  readonly stride: 2 | 3;
+  /** Event kinds as ",a,b,". */
+  readonly kinds: string;
+  readonly debounceMs: number;
+  nextId(): string;
+}
+
 export interface RedisPresenceOptions extends CommonOptions {
+  /** Queue webhook events with each transition; off when undefined. */
+  readonly webhooks?: PresenceWebhooks | undefined;
   readonly redis: Redis;
   readonly names: RedisNames;
   /** Seconds after its last heartbeat a node stops counting and is cleaned up after. */
@@ -160,6 +182,8 @@ export class RedisPresence implements Presence {
   /** The next flush deletes this node's channel set before writing it again (re-registration). */
   private resetChannelSet = false;
   private alive = new Set<string>();
+  /** Last heartbeat (ms) of each node alive at this node's last heartbeat; undefined before the first. */
+  private beats: Map<string, number> | undefined;
   /** Set when writes may have been lost: everything is written again on the next heartbeat. */
   private dirty = false;
   /** Channels of writes that failed: they may hold entries of sockets that have gone since. */
@@ -188,6 +212,7 @@ export class RedisPresence implements Presence {
   private readonly isPresenceChannel: PresenceChannelPredicate;
   private readonly maxInfoBytes: number;
   private readonly onInfoRefused: () => void;
+  private readonly webhooks: PresenceWebhooks | undefined;
 
   constructor(options: RedisPresenceOptions) {
     const { redis } = options;
@@ -199,7 +224,9 @@ export class RedisPresence implements Presence {
     this.isPresenceChannel = options.isPresenceChannel;
     this.maxInfoBytes = options.maxInfoBytes;
     this.onInfoRefused = options.onInfoRefused ?? (() => {});
-    redis.defineCommand('relayPresence', { numberOfKeys: 4, lua: PRESENCE_LUA });
+    this.webhooks = options.webhooks;
+    const hookKeys = this.webhooks ? this.webhooks.receivers * this.webhooks.stride : 0;
+    redis.defineCommand('relayPresence', { numberOfKeys: 4 + hookKeys, lua: PRESENCE_LUA });
     this.redis = redis as ScriptedRedis;
     this.emitter = new PresenceEmitter(this.log);
     this.alive.add(this.nodeId);
@@ -243,6 +270,23 @@ export class RedisPresence implements Presence {
       let total = 0;
       for (const [node, n] of Object.entries(value as Record<string, string>)) {
         if (alive.has(node)) total += Number(n);
+      }
+      return total;
+    });
+  }
+
+  countFrom(hashes: readonly (readonly string[])[]): number[] | undefined {
+    const beats = this.beats;
+    if (beats === undefined) return undefined;
+    // A node counts until its last known heartbeat is a TTL old: the same
+    // rule as count(), with heartbeats at most a third of a TTL out of date
+    // (a live node beats again before it could fall out).
+    const since = Date.now() - this.ttlSeconds * 1000;
+    return hashes.map((flat) => {
+      let total = 0;
+      for (let i = 0; i + 1 < flat.length; i += 2) {
+        const node = flat[i]!;
+        if (node === this.nodeId || (beats.get(node) ?? 0) >= since) total += Number(flat[i + 1]);
       }
       return total;
     });
@@ -412,19 +456,45 @@ export class RedisPresence implements Presence {
   private scriptOp(o: Op): BatchItem {
     const keys = this.keysOf(o.channel);
     const own = isOwnChannel(o.channel);
-    const args =
-      o.kind === 'join'
+    const args = [
+      ...(o.kind === 'join'
         ? ['join', this.nodeId, own, this.field(o.socketId), o.member!.user, o.member!.info ?? '']
-        : ['leave', this.nodeId, own, this.field(o.socketId)];
+        : ['leave', this.nodeId, own, this.field(o.socketId), '', '']),
+      ...this.hookArgs(o.channel),
+    ];
     return {
-      key: keys[0],
+      key: keys[0]!,
       add: (p) => void (p as unknown as PresenceCommands).relayPresence(...keys, ...args),
     };
   }
 
-  private keysOf(channel: string): [string, string, string, string] {
+  private keysOf(channel: string): string[] {
     const n = this.names;
-    return [n.members(channel), n.counts(channel), n.users(channel), n.userInfo(channel)];
+    return [
+      n.members(channel),
+      n.counts(channel),
+      n.users(channel),
+      n.userInfo(channel),
+      ...(this.webhooks?.keys(channel) ?? []),
+    ];
+  }
+
+  /** ARGV[7..16] of the script: the webhook events of this call's transitions. */
+  private hookArgs(channel: string): (string | number)[] {
+    const w = this.webhooks;
+    if (!w) return [];
+    return [
+      '1',
+      this.nodeId,
+      Date.now(),
+      w.nextId(),
+      w.kinds,
+      this.isPresenceChannel(channel) ? '1' : '0',
+      w.debounceMs,
+      channel,
+      w.receivers,
+      w.stride,
+    ];
   }
 
   private changeOf(o: Op, [code, user, info]: [number, string, string]): Change | undefined {
@@ -454,7 +524,7 @@ export class RedisPresence implements Presence {
         op(nodes, (p, k) => p.zadd(k, now, this.nodeId)),
         op(node, (p, k) => p.hset(k, { sockets, users, startedAt: this.startedAt, ...counters })),
         op(node, (p, k) => p.expire(k, this.ttlSeconds * 3)),
-        op(nodes, (p, k) => p.zrangebyscore(k, now - ttlMs, '+inf')),
+        op(nodes, (p, k) => p.zrangebyscore(k, now - ttlMs, '+inf', 'WITHSCORES')),
         op(nodes, (p, k) => p.zrangebyscore(k, '-inf', `(${now - ttlMs}`)),
       ]);
       const added = results[0] === 1;
@@ -472,7 +542,11 @@ export class RedisPresence implements Presence {
           );
         this.register(undefined, added);
       }
-      this.alive = new Set([...(results[3] as string[]), this.nodeId]);
+      const withScores = results[3] as string[];
+      const beats = new Map<string, number>();
+      for (let i = 0; i + 1 < withScores.length; i += 2) beats.set(withScores[i]!, Number(withScores[i + 1]));
+      this.beats = beats;
+      this.alive = new Set([...beats.keys(), this.nodeId]);
       const dead = (results[4] as string[]).filter((id) => id !== this.nodeId);
       if (dead.length > 0 && !this.cleaning && now >= this.cleanFrom) void this.cleanUp(dead);
     } catch {
@@ -618,6 +692,7 @@ export class RedisPresence implements Presence {
         cursor,
         pattern,
         CLEAN_BATCH,
+        ...this.hookArgs(channel),
       )) as (string | number)[];
       cursor = String(reply[0]);
       const now = Date.now();

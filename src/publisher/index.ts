@@ -1,4 +1,5 @@
-import { randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
+import { redactUrl } from '../config/schema.js';
 import type { ErrorCode } from '../errors.js';
 import { SIGNATURE_HEADERS, sign } from '../http/auth.js';
 import type { PublishResult } from '../ingest/ingest.js';
@@ -104,10 +105,17 @@ export class Publisher {
     try {
       base = new URL(options.url);
     } catch {
-      throw new TypeError(`url must be the relay's http(s) URL, got ${JSON.stringify(options.url)}`);
+      const shown = typeof options.url === 'string' ? redactUrl(options.url) : options.url;
+      throw new TypeError(`url must be the relay's http(s) URL, got ${JSON.stringify(shown)}`);
     }
     if (base.protocol !== 'http:' && base.protocol !== 'https:') {
       throw new TypeError(`url must use http or https, got "${base.protocol}"`);
+    }
+    if (base.username !== '' || base.password !== '') {
+      // fetch refuses such a URL with an error that prints it, password included.
+      throw new TypeError(
+        `url must not carry credentials (pass the key as secret and keyName), got "${redactUrl(options.url)}"`,
+      );
     }
     if (typeof options.secret !== 'string' || options.secret === '') {
       throw new TypeError('secret must be the publisher key secret (PUSHRELAY_KEYS name:secret)');
@@ -175,30 +183,34 @@ export class Publisher {
 
   /**
    * One request with retries. The body (and its idempotency id) is the same
-   * on every attempt; a signed request gets a new timestamp each time, since
-   * the relay refuses a signature it has seen.
+   * on every attempt; a signed request gets a new timestamp and nonce each
+   * time, since the relay refuses a nonce it has seen.
    */
   private async request<T>(method: 'GET' | 'POST', path: string, body?: unknown): Promise<T> {
     const url = new URL(this.base.pathname.replace(/\/$/, '') + path, this.base);
     const signedPath = url.pathname + url.search;
     const text = body === undefined ? '' : JSON.stringify(body);
     const retries = this.options.retries ?? 3;
-    let lastTimestamp = '';
     for (let attempt = 0; ; attempt++) {
       const headers: Record<string, string> = {};
       if (text !== '') headers['content-type'] = 'application/json';
       if (this.options.keyName === undefined) {
         headers.authorization = `Bearer ${this.options.secret}`;
       } else {
-        lastTimestamp = String(Math.floor(Date.now() / 1000));
+        // A fresh nonce per attempt: the relay accepts each once, so identical
+        // requests within one second (two reads, a retry) are all accepted.
+        const timestamp = String(Math.floor(Date.now() / 1000));
+        const nonce = randomBytes(16).toString('base64url');
         headers[SIGNATURE_HEADERS.key] = this.options.keyName;
-        headers[SIGNATURE_HEADERS.timestamp] = lastTimestamp;
+        headers[SIGNATURE_HEADERS.timestamp] = timestamp;
+        headers[SIGNATURE_HEADERS.nonce] = nonce;
         headers[SIGNATURE_HEADERS.signature] = sign(
           this.options.secret,
-          lastTimestamp,
+          timestamp,
           method,
           signedPath,
           text,
+          nonce,
         );
       }
       let error: PublisherError;
@@ -223,8 +235,7 @@ export class Publisher {
       if (!error.retryable || attempt >= retries) throw error;
       const waitMs = error.retryAfter !== undefined ? error.retryAfter * 1000 : 250 * 2 ** attempt;
       if (waitMs > (this.options.maxRetryDelayMs ?? 10_000)) throw error;
-      let delay = waitMs * (0.75 + Math.random() / 2);
-      if (lastTimestamp !== '') delay = Math.max(delay, 1000 - (Date.now() % 1000) + 10);
+      const delay = waitMs * (0.75 + Math.random() / 2);
       await new Promise((resolve) => setTimeout(resolve, delay));
     }
   }

@@ -57,13 +57,20 @@ export class UserControl {
           const current = clientChannels(s).length;
           const adding = operation.channels.filter((c) => !s.rooms.has(c)).length;
           if (current + adding > this.maxChannels) continue;
+          s.data.serverChannels ??= new Set();
+          for (const c of operation.channels) s.data.serverChannels.add(c);
           await Promise.all(operation.channels.map((c) => this.hub.attach(s, c)));
           reached++;
         }
         return reached;
       }
       case 'unsubscribe':
-        for (const s of sockets) for (const c of operation.channels) this.hub.detach(s, c);
+        for (const s of sockets) {
+          for (const c of operation.channels) {
+            s.data.serverChannels?.delete(c);
+            this.hub.detach(s, c);
+          }
+        }
         return sockets.length;
       default:
         return 0;

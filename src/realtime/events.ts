@@ -84,6 +84,8 @@ export type UserOperation =
 export interface InterServerEvents {
   /** Answers how many of the user's sockets on the node it reached were affected. */
   'pushrelay:user': (operation: UserOperation, ack: (sockets: number) => void) => void;
+  /** laravel-echo-server's channel list: each node answers its channels starting with the prefix, with socket counts. */
+  'pushrelay:echo-channels': (prefix: string, ack: (channels: Record<string, number>) => void) => void;
 }
 
 export interface SocketData {
@@ -101,7 +103,16 @@ export interface SocketData {
    * endpoint's `channel_data`). Kept for re-registering presence.
    */
   presenceAs?: Map<string, Member>;
+  /** The socket speaks Laravel Echo's protocol (PUSHRELAY_ECHO=on, connected without a token). */
+  echo?: true;
+  /** Echo: channels whose auth call is in flight. */
+  echoPending?: Set<string>;
   expiryTimer?: NodeJS.Timeout;
+  /**
+   * Channels an admin route put the socket in (server-side subscribe): the
+   * token never had to allow them, so a `refresh` does not take them away.
+   */
+  serverChannels?: Set<string>;
   /** Channels being joined by subscribe requests still in flight (they count against the limit). */
   joining?: number;
   /** Why the relay ended this socket, for the disconnect metric (Socket.IO's own reason says only "forced close"). */

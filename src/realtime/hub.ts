@@ -1,12 +1,16 @@
 import type { Logger } from 'pino';
-import type { Broker, HistoryEntry } from '../broker/index.js';
+import type { Broker, DropReporter, HistoryEntry } from '../broker/index.js';
 import { DISCONNECTS, type DisconnectReason } from '../errors.js';
 import {
   type Delivery,
   decodePublication,
+  ECHO_ROOM,
   listsMembers,
   type Message,
   type Meta,
+  malformedReason,
+  NATIVE_ROOM,
+  UNBORN_EPOCH,
   USER_NAMESPACE,
   userChannel,
   watchedChannel,
@@ -27,6 +31,8 @@ interface ChannelState {
   delivered: number;
   /** Message id at `delivered`, when this node delivered it: checks that Redis still has what was delivered. */
   lastId: string | undefined;
+  /** Publish time (ms) of the channel's newest message this node knows of; 0: none. */
+  lastTs: number;
   /** Resolves once the node is subscribed and knows the channel's position. */
   ready: Promise<void>;
   isReady: boolean;
@@ -36,6 +42,12 @@ interface ChannelState {
   filling: Promise<void> | undefined;
   /** Recoveries reading history right now; live deliveries wait in `pending` meanwhile. */
   holds: number;
+  /**
+   * attach() calls in flight. A channel is given up only when it has neither
+   * a room nor one of these: a socket that leaves mid-subscribe never makes a
+   * room, so its channel would otherwise stay subscribed for good.
+   */
+  attaching: number;
   linger: NodeJS.Timeout | undefined;
 }
 
@@ -68,6 +80,7 @@ export class Hub {
     private readonly presence: Presence,
     private readonly metrics: Metrics,
     private readonly log: Logger,
+    private readonly dropped: DropReporter = () => {},
   ) {
     broker.onDelivery((d) => this.receive(d));
     broker.onResync(() => void this.resync());
@@ -80,8 +93,15 @@ export class Hub {
     adapter.on('delete-room', (room: string) => this.scheduleUnsubscribe(watchedChannel(room) ?? room));
     presence.onEvent((event) => this.notifyPresence(event));
   }
+  /**
+   * Laravel Echo sockets are served too (PUSHRELAY_ECHO=on): every socket is
+   * then in ECHO_ROOM or NATIVE_ROOM, and each front end gets its own shape.
+   */
+  echo = false;
   /** Most entries a recovery may replay (the channel's history size); set by the app. */
   replayLimit: (channel: string) => number = () => 1000;
+  /** Seconds a channel's history and position last after its last publish (its history TTL); set by the app. */
+  retentionTtl: (channel: string) => number = () => 300;
 
   /**
    * Puts a socket in a channel, first replaying what it missed after `since`.
@@ -94,11 +114,32 @@ export class Hub {
     /** Who the socket is in this channel, when not its token's user and `user_info` (Laravel Echo's `channel_data`). */
     member?: Member,
   ): Promise<ChannelAnswer> {
-    const state = await this.ensure(channel);
+    // Counted before the first await; every way out of here (answer,
+    // disconnected socket, error) gives the count back.
+    const state = this.acquire(channel);
+    try {
+      return await this.attachTo(state, socket, since, member);
+    } finally {
+      this.release(state);
+    }
+  }
+
+  private async attachTo(
+    state: ChannelState,
+    socket: RelaySocket,
+    since: { offset: number; epoch: string } | undefined,
+    member: Member | undefined,
+  ): Promise<ChannelAnswer> {
+    const channel = state.name;
+    await state.ready;
     if (socket.rooms.has(channel) || socket.disconnected) {
       return { offset: state.delivered, epoch: state.epoch, recovered: since !== undefined };
     }
     let entries: readonly HistoryEntry[] | undefined;
+    if (since !== undefined && since.epoch === UNBORN_EPOCH && since.offset === 0) {
+      // The client saw the channel before its first publish: everything since is new to it.
+      since = { epoch: state.epoch, offset: 0 };
+    }
     if (since !== undefined && since.epoch === state.epoch) {
       if (since.offset > state.delivered) {
         // The client saw more than this node has delivered (it came from a
@@ -125,8 +166,8 @@ export class Hub {
       if (entries && entries.length > 0) {
         const user = socket.data.user;
         for (const e of entries) {
-          const message = decodePublication(e.text);
-          if (message.except?.includes(user)) continue;
+          const message = this.decode(e);
+          if (message === undefined || message.except?.includes(user)) continue;
           socket.emit(message.event, message.data, meta(channel, e.offset, e.epoch, message));
         }
         this.metrics.deliveryRecovered.inc({ kind: 'client' }, entries.length);
@@ -156,10 +197,15 @@ export class Hub {
    * recovery.
    */
   async watch(socket: RelaySocket, channel: string): Promise<ChannelAnswer> {
-    const state = await this.ensure(channel);
-    if (!socket.disconnected) socket.join(watchRoom(channel));
-    this.drain(state);
-    return { offset: state.delivered, epoch: state.epoch, recovered: false };
+    const state = this.acquire(channel);
+    try {
+      await state.ready;
+      if (!socket.disconnected) socket.join(watchRoom(channel));
+      this.drain(state);
+      return { offset: state.delivered, epoch: state.epoch, recovered: false };
+    } finally {
+      this.release(state);
+    }
   }
 
   detach(socket: RelaySocket, channel: string): void {
@@ -210,7 +256,11 @@ export class Hub {
       const id = ids[i];
       if (state.epoch !== before.epoch) continue; // a live delivery already moved it to a new epoch
       if (top.epoch !== before.epoch) {
-        this.lost(state, top.epoch, top.offset);
+        if (this.expired(state, Date.now())) {
+          // Nothing of the old epoch could be recovered anyway: take the new one and deliver all of it.
+          this.renew(state, top.epoch);
+          if (top.offset > 0) void this.fill(state, top.offset);
+        } else this.lost(state, top.epoch, top.offset);
       } else if (
         top.offset < before.delivered ||
         (before.lastId !== undefined && id !== undefined && id !== before.lastId)
@@ -242,14 +292,15 @@ export class Hub {
 
   // -------------------------------------------------------------------------
 
-  private async ensure(channel: string): Promise<ChannelState> {
+  /** The channel's state, created (and subscribed) if need be, with one more attach counted on it. */
+  private acquire(channel: string): ChannelState {
     const existing = this.channels.get(channel);
     if (existing) {
+      existing.attaching++;
       if (existing.linger) {
         clearTimeout(existing.linger);
         existing.linger = undefined;
       }
-      await existing.ready;
       return existing;
     }
     const state: ChannelState = {
@@ -257,11 +308,13 @@ export class Hub {
       epoch: '',
       delivered: 0,
       lastId: undefined,
+      lastTs: 0,
       ready: Promise.resolve(),
       isReady: false,
       pending: [],
       filling: undefined,
       holds: 0,
+      attaching: 1,
       linger: undefined,
     };
     state.ready = (async () => {
@@ -269,17 +322,16 @@ export class Hub {
       const [position] = await this.broker.positions([channel]);
       state.epoch = position!.epoch;
       state.delivered = position!.offset;
+      state.lastTs = position!.lastTs;
       state.isReady = true;
       this.drain(state);
     })();
-    this.channels.set(channel, state);
-    try {
-      await state.ready;
-    } catch (err) {
+    // A channel that could not be set up is forgotten, so the next attach tries afresh.
+    state.ready.catch(() => {
       if (this.channels.get(channel) === state) this.channels.delete(channel);
       void this.broker.unsubscribe(channel).catch(() => {});
-      throw err;
-    }
+    });
+    this.channels.set(channel, state);
     return state;
   }
 
@@ -319,11 +371,17 @@ export class Hub {
 
   private process(state: ChannelState, d: Delivery): void {
     if (d.epoch !== state.epoch) {
-      // History was lost (Redis restarted empty, or without its last writes):
-      // positions of the old epoch mean nothing. Older entries of the stream
-      // are not replayed as if new; the room starts at this message and its
-      // sockets are told to resync.
-      this.lost(state, d.epoch, d.offset - 1);
+      if (this.expired(state, d.message.ts)) {
+        // The channel's first publish, or its first after its retention ran
+        // out: nothing was lost, the room simply moves to the new epoch.
+        this.renew(state, d.epoch);
+      } else {
+        // History was lost (Redis restarted empty, or without its last writes):
+        // positions of the old epoch mean nothing. Older entries of the stream
+        // are not replayed as if new; the room starts at this message and its
+        // sockets are told to resync.
+        this.lost(state, d.epoch, d.offset - 1);
+      }
     }
     if (d.offset <= state.delivered) {
       this.metrics.deliveryDuplicates.inc();
@@ -340,11 +398,26 @@ export class Hub {
   private emit(state: ChannelState, offset: number, epoch: string, message: Message): void {
     state.delivered = offset;
     state.lastId = message.id;
+    state.lastTs = Math.max(state.lastTs, message.ts);
     let target = this.io.local.to(
       state.name.startsWith(`${USER_NAMESPACE}:`) ? [state.name, watchRoom(state.name)] : state.name,
     );
     if (message.except && message.except.length > 0) target = target.except(message.except.map(userChannel));
-    target.emit(message.event, message.data, meta(state.name, offset, epoch, message));
+    if (message.exceptSockets && message.exceptSockets.length > 0)
+      target = target.except([...message.exceptSockets]);
+    if (this.echo) {
+      // Echo sockets take the same message in their own shape: emit(event, channel, data).
+      // Each shape is encoded only when this node has sockets speaking it.
+      const rooms = this.io.of('/').adapter.rooms;
+      if ((rooms.get(ECHO_ROOM)?.size ?? 0) > 0) {
+        target.except(NATIVE_ROOM).emit(message.event, state.name, message.data);
+      }
+      if ((rooms.get(NATIVE_ROOM)?.size ?? 0) > 0) {
+        target.except(ECHO_ROOM).emit(message.event, message.data, meta(state.name, offset, epoch, message));
+      }
+    } else {
+      target.emit(message.event, message.data, meta(state.name, offset, epoch, message));
+    }
     const reached = this.io.of('/').adapter.rooms.get(state.name)?.size ?? 0;
     this.metrics.deliveries.inc(reached);
     this.metrics.deliveryLatency.observe(Math.max(0, Date.now() - message.ts) / 1000);
@@ -374,6 +447,11 @@ export class Hub {
           await new Promise((r) => setTimeout(r, RETRY_MS).unref());
           continue;
         }
+        if (res.epoch !== epoch && this.expired(state, Date.now())) {
+          this.renew(state, res.epoch);
+          target = res.offset;
+          continue;
+        }
         if (res.epoch !== epoch || !res.complete) {
           this.lost(state, res.epoch, res.offset);
           return;
@@ -381,7 +459,13 @@ export class Hub {
         if (res.entries.length === 0) return; // the target is beyond what was ever published
         for (const e of res.entries) {
           if (e.offset === state.delivered + 1) {
-            this.emit(state, e.offset, e.epoch, decodePublication(e.text));
+            const message = this.decode(e);
+            if (message === undefined) {
+              // Skipped, not retried: the offset is taken, and what holds it cannot be sent.
+              state.delivered = e.offset;
+              continue;
+            }
+            this.emit(state, e.offset, e.epoch, message);
             this.metrics.deliveryRecovered.inc({ kind: 'gap' });
           }
         }
@@ -402,6 +486,23 @@ export class Hub {
   }
 
   /**
+   * Whether the channel's current epoch has ended on its own: it was never
+   * published to, or its newest message is older than its retention, so
+   * Redis let its position expire and nothing in it could be recovered.
+   */
+  private expired(state: ChannelState, now: number): boolean {
+    return state.epoch === UNBORN_EPOCH || now >= state.lastTs + this.retentionTtl(state.name) * 1000;
+  }
+
+  /** Moves the room to a new epoch from its start, without telling sockets to resync (they missed nothing). */
+  private renew(state: ChannelState, epoch: string): void {
+    state.epoch = epoch;
+    state.delivered = 0;
+    state.lastId = undefined;
+    state.pending = state.pending.filter((d) => d.epoch === epoch);
+  }
+
+  /**
    * History cannot close this node's gap: jump to the channel's current
    * position and tell the channel's sockets to reconnect, so they recover
    * themselves and learn (recovered: false) that they must reload.
@@ -419,14 +520,27 @@ export class Hub {
     }
   }
 
+  /** An attach() ended: if it left no room behind (the socket went away meanwhile), the channel may go. */
+  private release(state: ChannelState): void {
+    state.attaching--;
+    if (state.attaching > 0 || this.channels.get(state.name) !== state) return;
+    if (!this.io.of('/').adapter.rooms.has(state.name)) this.scheduleUnsubscribe(state.name);
+  }
+
   private scheduleUnsubscribe(room: string): void {
     const state = this.channels.get(room);
-    if (state === undefined) return;
+    if (state === undefined || this.closed) return;
     if (state.linger) clearTimeout(state.linger);
     state.linger = setTimeout(() => {
       state.linger = undefined;
       const rooms = this.io.of('/').adapter.rooms;
-      if (rooms.has(room) || rooms.has(watchRoom(room)) || this.channels.get(room) !== state) return;
+      if (
+        rooms.has(room) ||
+        rooms.has(watchRoom(room)) ||
+        this.channels.get(room) !== state ||
+        state.attaching > 0
+      )
+        return;
       this.channels.delete(room);
       void this.broker.unsubscribe(room).catch(() => {});
     }, LINGER_MS);
@@ -445,7 +559,18 @@ export class Hub {
     if (info !== undefined) notice.user_info = info;
     let target = this.io.to(event.channel);
     if (event.socket !== undefined) target = target.except(event.socket);
+    if (this.echo) target = target.except(ECHO_ROOM);
     target.emit(event.type === 'member.added' ? 'pushrelay:join' : 'pushrelay:leave', notice);
+  }
+
+  /** A history entry as a message, or undefined (dropped and counted) when it cannot be sent to a socket. */
+  private decode(entry: HistoryEntry): Message | undefined {
+    try {
+      return decodePublication(entry.text);
+    } catch (err) {
+      this.dropped(malformedReason(err), entry.channel, entry.text);
+      return undefined;
+    }
   }
 
   private retryLater(fn: () => void): void {

@@ -4,7 +4,7 @@ import { Server } from 'socket.io';
 import type { Config } from '../config/index.js';
 import { ERRORS, type ErrorCode, isRelayError, RelayError } from '../errors.js';
 import type { Ingest } from '../ingest/ingest.js';
-import { BROADCAST_CHANNEL, userChannel } from '../ingest/message.js';
+import { BROADCAST_CHANNEL, NATIVE_ROOM, userChannel } from '../ingest/message.js';
 import type { Metrics } from '../metrics/index.js';
 import type { ConnectedEvent, RelayServer, RelaySocket } from './events.js';
 import { answerer } from './handlers/answer.js';
@@ -14,6 +14,7 @@ import { parseSince, subscribeHandler } from './handlers/subscribe.js';
 import { unsubscribeHandler } from './handlers/unsubscribe.js';
 import { disconnect, type Hub } from './hub.js';
 import { fullBucket, take } from './limits.js';
+import type { EchoFrontEnd } from './protocols/echo/index.js';
 import { channelAllowed, type TokenVerifier } from './tokens.js';
 
 const NO_AUTH = Object.freeze({});
@@ -33,6 +34,8 @@ export function createSocketServer(
     // Serves socket.io-client's browser bundle at /socket.io/socket.io.min.js, so a page needs no CDN.
     serveClient: true,
     maxHttpBufferSize: config.maxPayloadBytes,
+    // A handshake that does not authenticate in time is closed (it holds no slot meanwhile).
+    connectTimeout: config.preauthTimeoutMs,
     perMessageDeflate: false,
     // Credentialed, so a browser page on another origin sends the load balancer's affinity cookie
     // with each long-polling request (io(url, { withCredentials: true })). The relay itself reads
@@ -62,6 +65,10 @@ export interface RealtimeDeps {
   readonly verify: TokenVerifier;
   readonly metrics: Metrics;
   readonly log: Logger;
+  /** PUSHRELAY_ECHO=on: sockets without a token speak Laravel Echo's protocol. */
+  readonly echo?: EchoFrontEnd;
+  /** Whether an authenticated socket may take a connection slot; undefined admits it. */
+  readonly admit?: (socket: RelaySocket) => ErrorCode | undefined;
 }
 
 /** Handshake authentication, the connection's own channels, and one handler per client event. */
@@ -82,7 +89,19 @@ export function attachRealtime(io: RelayServer, deps: RealtimeDeps): void {
     socket.data.expiryTimer.unref();
   };
 
+  /** Takes a connection slot for an authenticated (or Echo) socket, or refuses it. */
+  const takeSlot = (socket: RelaySocket, next: (err?: Error) => void) => {
+    const refused = deps.admit?.(socket);
+    if (refused === undefined) return next();
+    metrics.socketConnects.inc({ outcome: refused });
+    const error = new Error(ERRORS[refused].message) as Error & { data: { code: ErrorCode } };
+    error.data = { code: refused };
+    next(error);
+  };
+
   io.use((socket, next) => {
+    // Echo sockets carry no token; they take a slot like any other, once connected.
+    if (deps.echo?.admit(socket)) return takeSlot(socket, next);
     deps.verify((socket.handshake.auth as Record<string, unknown> | undefined)?.token).then(
       (claims) => {
         // Verified: keeping the token would cost every socket its length for its whole life.
@@ -93,7 +112,7 @@ export function attachRealtime(io: RelayServer, deps: RealtimeDeps): void {
         socket.data.patterns = claims.patterns;
         if (claims.userInfo !== undefined) socket.data.userInfo = claims.userInfo;
         if (claims.watch !== undefined) socket.data.watch = claims.watch;
-        next();
+        takeSlot(socket, next);
       },
       (err: unknown) => {
         const e = isRelayError(err) ? err : new RelayError('token_invalid');
@@ -164,8 +183,13 @@ export function attachRealtime(io: RelayServer, deps: RealtimeDeps): void {
       }
     });
     const emitter = socket as unknown as { on(e: string, l: (...args: unknown[]) => void): unknown };
-    for (const [event, listener] of listeners) emitter.on(event, listener);
     emitter.on('disconnect', onDisconnect as (...args: unknown[]) => void);
+    if (socket.data.echo) {
+      deps.echo?.attach(socket);
+      return;
+    }
+    if (deps.echo) socket.join(NATIVE_ROOM);
+    for (const [event, listener] of listeners) emitter.on(event, listener);
     armExpiry(socket);
     void joinOwnChannels(socket, deps);
   });

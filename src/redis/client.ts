@@ -25,7 +25,25 @@ export const STREAM_BLOCK_MS = 1000;
  * Redis Cluster, subscriber connections use sharded pub/sub: one connection
  * per master, each SSUBSCRIBEd to the delivery channels of its slots.
  */
-export function createRedis(target: RedisTarget | URL, role: RedisRole, log: Logger): Redis {
+export interface RedisLimits {
+  /**
+   * Deadline for an answer, in ms: a command not answered in time fails, and
+   * a connection whose PING is not answered in time counts as not ready (and,
+   * for command connections, fails new commands at once) until Redis answers
+   * again. A hung Redis keeps its sockets open, so nothing else would notice.
+   * Unset: the built-in command timeouts and no watchdog.
+   */
+  readonly timeoutMs?: number;
+  /** Longest a command may legitimately block the connection (Redis `WAIT`), added to the deadlines. */
+  readonly blockingMs?: number;
+}
+
+export function createRedis(
+  target: RedisTarget | URL,
+  role: RedisRole,
+  log: Logger,
+  limits: RedisLimits = {},
+): Redis {
   const t: RedisTarget = target instanceof URL ? { kind: 'single', url: target } : target;
   // 'ingest' subscribes to the raw ingest channels (every node receives every
   // raw message), apart from the delivery subscriptions, so a burst of raw
@@ -45,7 +63,11 @@ export function createRedis(target: RedisTarget | URL, role: RedisRole, log: Log
     autoResendUnfulfilledCommands: subscriber,
     maxRetriesPerRequest: subscriber ? null : 0,
     // A 'stream' connection blocks in XREADGROUP for up to STREAM_BLOCK_MS.
-    commandTimeout: subscriber ? undefined : role === 'stream' ? STREAM_BLOCK_MS + 5000 : 5000,
+    commandTimeout: subscriber
+      ? undefined
+      : role === 'stream'
+        ? STREAM_BLOCK_MS + 5000
+        : (limits.timeoutMs ?? 5000) + (limits.blockingMs ?? 0),
     connectTimeout: 5000,
     // Reconnect quickly at first, then every half second; never give up. A
     // node whose subscription is back late must catch up from history, so
@@ -114,15 +136,113 @@ export function createRedis(target: RedisTarget | URL, role: RedisRole, log: Log
     if (down) log.info({ role }, 'redis connection restored');
     down = false;
   });
+  if (subscriber) {
+    onReset(client, () =>
+      log.warn(
+        { role },
+        role === 'subscriber'
+          ? 'Redis closed the delivery subscriber connection (pub/sub output-buffer limit, CLIENT KILL, restart): resubscribing, and channels catch up from history'
+          : 'Redis closed a subscriber connection (pub/sub output-buffer limit, CLIENT KILL, restart): resubscribing; what was published on it meanwhile is lost',
+      ),
+    );
+  }
+  // A 'stream' connection blocks in XREADGROUP, where a PING would wait its turn.
+  if (limits.timeoutMs !== undefined && role !== 'stream' && !(subscriber && isCluster(client))) {
+    watch(client, role, limits.timeoutMs + (limits.blockingMs ?? 0), !subscriber, log);
+  }
   return client;
 }
 
+/** Connections whose last PING went unanswered past its deadline. */
+const stalled = new WeakSet<Redis>();
+/** How often a connection is PINGed, in ms: a stall is noticed within this plus the deadline. */
+const PING_EVERY_MS = 500;
+
+/**
+ * PINGs a connection and marks it stalled while a PING goes unanswered past
+ * `deadlineMs`. A command connection then fails new commands at once with
+ * the same error as a closed one (so a publish answers 503 immediately rather
+ * than after its own timeout); its watchdog PING still goes through, and the
+ * first answer clears the mark.
+ */
+function watch(client: Redis, role: RedisRole, deadlineMs: number, failFast: boolean, log: Logger): void {
+  let pending = false;
+  let deadline: NodeJS.Timeout | undefined;
+  const clear = () => {
+    pending = false;
+    if (deadline) clearTimeout(deadline);
+    deadline = undefined;
+    if (stalled.delete(client)) log.info({ role }, 'redis answers again');
+  };
+  const stall = () => {
+    if (stalled.has(client)) return;
+    stalled.add(client);
+    log.warn({ role, deadlineMs }, 'redis is not answering; counting it as unavailable');
+  };
+  const tick = () => {
+    if (pending || client.status !== 'ready') return;
+    pending = true;
+    deadline = setTimeout(() => {
+      if (pending) stall();
+    }, deadlineMs);
+    deadline.unref();
+    client.ping().then(clear, () => {
+      // Rejected: the connection closed (its own status says so now) or the command timed out.
+      pending = false;
+      if (deadline) clearTimeout(deadline);
+      deadline = undefined;
+    });
+  };
+  const timer = setInterval(tick, Math.min(PING_EVERY_MS, deadlineMs));
+  timer.unref();
+  client.on('ready', clear);
+  client.on('end', () => {
+    clearInterval(timer);
+    if (deadline) clearTimeout(deadline);
+  });
+  if (failFast) {
+    const original = client.sendCommand.bind(client) as (...args: unknown[]) => unknown;
+    (client as unknown as { sendCommand: (...args: unknown[]) => unknown }).sendCommand = (...args) => {
+      const command = args[0] as { name: string; reject(err: Error): void; promise: Promise<unknown> };
+      if (stalled.has(client) && command.name !== 'ping') {
+        command.reject(new Error('Redis is not answering (watchdog)'));
+        return command.promise;
+      }
+      const sent = original(...args);
+      // A command that timed out is as good a sign as an unanswered PING: the
+      // next command fails at once instead of waiting out its own deadline.
+      command.promise.catch((err: Error) => {
+        if (err.message === 'Command timed out') stall();
+      });
+      return sent;
+    };
+  }
+}
+
 export function isReady(client: Redis): boolean {
-  return client.status === 'ready';
+  return client.status === 'ready' && !stalled.has(client);
 }
 
 export function isCluster(client: Redis): client is Cluster {
   return client instanceof Cluster;
+}
+
+/**
+ * Calls `fn` once each time a connection that was up goes down (Redis closed
+ * it, or it broke), not on every failed reconnect attempt after. For a
+ * subscriber this is when pub/sub messages start being missed.
+ */
+export function onReset(client: Redis, fn: () => void): void {
+  let up = client.status === 'ready';
+  client.on('ready', () => {
+    up = true;
+  });
+  // 'reconnecting', not 'close': quitting at shutdown is no reset.
+  client.on('reconnecting', () => {
+    if (!up) return;
+    up = false;
+    fn();
+  });
 }
 
 /** Counts every pub/sub message a connection receives, whatever the channel or kind. */

@@ -66,6 +66,21 @@ export interface RedisNames {
   nonce(signature: string): string;
   /** Key prefix of the publisher rate limiter. */
   readonly rateLimit: string;
+  /** List of webhook events queued for a receiver under a key (a channel, whose slot it shares). */
+  webhookQueue(key: string, endpoint: string): string;
+  /** Lease of the node delivering a key's events to a receiver. */
+  webhookLease(key: string, endpoint: string): string;
+  /** Hash `n` failed attempts, `first` failure, `next` attempt (ms) of a key's head for a receiver. */
+  webhookState(key: string, endpoint: string): string;
+  /** Sorted set key -> when (ms) a receiver's key is next due. */
+  webhookDue(endpoint: string): string;
+  /** Sorted set key -> next attempt (ms) of a receiver's keys that are retrying. */
+  webhookRetrying(endpoint: string): string;
+  /** Bytes of queued `message.undelivered` events, against PUSHRELAY_WEBHOOK_MAX_QUEUE_BYTES. */
+  readonly webhookBytes: string;
+  /** Hash dead letter id -> JSON, and the sorted set of ids by time. */
+  readonly webhookDead: string;
+  readonly webhookDeadIds: string;
 }
 
 export function redisNames(prefix: string): RedisNames {
@@ -111,5 +126,13 @@ export function redisNames(prefix: string): RedisNames {
     adapter: `${prefix}:sio`,
     nonce: (sig) => `${prefix}:nonce:${sig}`,
     rateLimit: `${prefix}:rl:`,
+    webhookQueue: (k, e) => `${prefix}:{${k}}:wq:${e}`,
+    webhookLease: (k, e) => `${prefix}:{${k}}:wl:${e}`,
+    webhookState: (k, e) => `${prefix}:{${k}}:wr:${e}`,
+    webhookDue: (e) => `${prefix}:webhooks:due:${e}`,
+    webhookRetrying: (e) => `${prefix}:webhooks:retrying:${e}`,
+    webhookBytes: `${prefix}:webhooks:bytes`,
+    webhookDead: `${prefix}:{webhooks:dead}:h`,
+    webhookDeadIds: `${prefix}:{webhooks:dead}:z`,
   };
 }

@@ -81,6 +81,11 @@ describe('in Chromium', () => {
   it('the console shows a published message in its live tail', async () => {
     const page = await browser.context.newPage();
     await page.goto(`${a.url}/console`);
+    // Before sign-in only the sign-in form shows: no panel, no sign-out button.
+    await page.locator('#secret').waitFor();
+    expect(await page.locator('#app').isVisible()).toBe(false);
+    expect(await page.locator('#overview').isVisible()).toBe(false);
+    expect(await page.locator('#sign-out').isVisible()).toBe(false);
     // A key without the admin scope does not open the console.
     await page.fill('#secret', READ_KEY.secret);
     await page.click('#login-form button');
@@ -93,6 +98,7 @@ describe('in Chromium', () => {
     await page.fill('#secret', KEY.secret);
     await page.click('#login-form button');
     await page.locator('#app').waitFor();
+    expect(await page.locator('#login').isVisible()).toBe(false);
     await page.locator('#node-rows tr').nth(1).waitFor();
     expect((await page.locator('#node-rows tr td:first-child').allTextContents()).sort()).toEqual(
       [a.id, b.id].sort(),

@@ -1,4 +1,5 @@
 import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -106,6 +107,28 @@ describe('pushrelay CLI', () => {
       const [args, , message] = cases[i]!;
       expect([run.code, run.stderr], args.join(' ')).toEqual([1, expect.stringContaining(message)]);
     });
+  });
+
+  it('prints each command’s help and the version instead of running', async () => {
+    // No PORT and no secrets: were `start --help` to start a node, it would listen on 8080 and never exit.
+    const runs = await Promise.all(
+      [
+        ['start', '--help'],
+        ['token', '--help'],
+        ['publish', '--help'],
+        ['presence', '-h'],
+        ['--version'],
+      ].map((args) => cli(args)),
+    );
+    const [start, token, publish, presence, version] = runs;
+    for (const run of runs) expect([run!.code, run!.stderr]).toEqual([0, '']);
+    expect(start!.stdout).toMatch(/^usage:\n {2}start +start a node/);
+    expect(token!.stdout).toContain('--user-info <json>');
+    expect(publish!.stdout).toContain('--broadcast');
+    expect(publish!.stdout).toContain('--key <name>');
+    expect(presence!.stdout).toContain('presence --channel <name>');
+    const pkg = JSON.parse(readFileSync(resolve(import.meta.dirname, '../../package.json'), 'utf8'));
+    expect(version!.stdout).toBe(`${pkg.version}\n`);
   });
 
   it('names the relay’s error code when the relay refuses', async () => {

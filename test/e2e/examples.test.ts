@@ -135,11 +135,15 @@ describe('the examples', () => {
 
   it('Python: requests with json.dumps spacing, signed over exactly those bytes', async () => {
     const py = source('python/publish.py');
-    expect(py).toContain('f"{timestamp}.POST.{path}.{body}"');
+    expect(py).toContain('f"{timestamp}.{nonce}.POST.{path}.{body}"');
+    expect(py).toContain('nonce = secrets.token_urlsafe(16)');
     expect(py).toContain('data=body');
     const body = '{"event": "report_ready", "data": {"report": "Q3", "pages": 12}, "users": ["carol"]}';
     const ts = String(Math.floor(Date.now() / 1000));
-    const signature = createHmac('sha256', KEY.secret).update(`${ts}.POST./v1/publish.${body}`).digest('hex');
+    const nonce = 'GmR4Jx0b3Qm1Xl_pYk-Hdw'; // what token_urlsafe(16) returns: 22 characters
+    const signature = createHmac('sha256', KEY.secret)
+      .update(`${ts}.${nonce}.POST./v1/publish.${body}`)
+      .digest('hex');
     const head = [
       'POST /v1/publish HTTP/1.1',
       `Host: ${host}`,
@@ -150,6 +154,7 @@ describe('the examples', () => {
       'Content-Type: application/json',
       `X-Pushrelay-Key: ${KEY.name}`,
       `X-Pushrelay-Timestamp: ${ts}`,
+      `X-Pushrelay-Nonce: ${nonce}`,
       `X-Pushrelay-Signature: ${signature}`,
       `Content-Length: ${Buffer.byteLength(body)}`,
       '',
@@ -159,7 +164,7 @@ describe('the examples', () => {
     const res = await rawRequest(node.port, head, body);
     expect(res.status).toBe(200);
     expect((await carol.waitForEvent('report_ready'))[0]!.data).toEqual({ report: 'Q3', pages: 12 });
-    // The same request again is a replay.
+    // The same request again (the same nonce) is a replay.
     const replay = await rawRequest(node.port, head, body);
     expect([replay.status, (replay.body.error as { code: string }).code]).toEqual([401, 'replayed_request']);
     carol.close();

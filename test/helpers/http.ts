@@ -63,16 +63,21 @@ export async function signedRequest<T = Record<string, unknown>>(
     key = KEY as { name: string; secret: string },
     timestamp = Math.floor(Date.now() / 1000),
     contentType = 'application/json',
+    nonce = undefined as string | undefined,
+    /** Sent instead of `nonce` (which is what is signed), to try swapping a signed nonce. */
+    sentNonce = undefined as string | undefined,
   } = {},
 ): Promise<HttpAnswer<T>> {
   const ts = String(timestamp);
+  const shownNonce = sentNonce ?? nonce;
   const res = await fetch(`${base}${pathAndQuery}`, {
     method,
     headers: {
       ...(body !== '' ? { 'content-type': contentType } : {}),
       'x-pushrelay-key': key.name,
       'x-pushrelay-timestamp': ts,
-      'x-pushrelay-signature': sign(key.secret, ts, method, pathAndQuery, body),
+      ...(shownNonce !== undefined ? { 'x-pushrelay-nonce': shownNonce } : {}),
+      'x-pushrelay-signature': sign(key.secret, ts, method, pathAndQuery, body, nonce),
     },
     body: body === '' ? undefined : body,
   });

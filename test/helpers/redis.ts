@@ -14,6 +14,10 @@ export interface RedisServer {
   client(): Redis;
   /** SIGKILL: no shutdown, no final save. */
   kill(): Promise<void>;
+  /** SIGSTOP: connections stay open and nothing answers (a hung Redis, a black hole). */
+  pause(): void;
+  /** SIGCONT after pause(). */
+  resume(): void;
   /** Starts it again on the same port and data directory (AOF survives when enabled). */
   restart(): Promise<void>;
   stop(): Promise<void>;
@@ -91,6 +95,12 @@ export async function startRedis(
       proc?.kill('SIGKILL');
       await exited();
     },
+    pause() {
+      proc?.kill('SIGSTOP');
+    },
+    resume() {
+      proc?.kill('SIGCONT');
+    },
     async restart() {
       await exited();
       // The port can stay in TIME_WAIT-free use for a moment after the kill.
@@ -106,6 +116,7 @@ export async function startRedis(
     },
     async stop() {
       for (const c of clients) c.disconnect();
+      proc?.kill('SIGCONT');
       proc?.kill('SIGKILL');
       await exited();
       rmSync(dir, { recursive: true, force: true });

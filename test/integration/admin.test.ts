@@ -48,6 +48,26 @@ for (const mode of ['standalone', 'cluster'] as const) {
       tab2.close();
     });
 
+    it('keeps channels an admin subscribed a socket to when the socket refreshes its token', async () => {
+      const tab = await connectClient(nodes.a.url, await token('dave', { channels: ['order:*'] }));
+      await tab.request('subscribe', { channels: ['order:1'] });
+      expect(
+        (await post(`${nodes.b.url}/v1/users/dave/subscribe`, { channels: ['vip:lounge'] })).body,
+      ).toEqual({ user: 'dave', sockets: 1 });
+      const refreshed = await tab.request<{ ok: boolean }>('refresh', {
+        token: await token('dave', { channels: ['order:2'] }),
+      });
+      expect(refreshed.ok).toBe(true);
+      await post(`${nodes.b.url}/v1/publish`, { event: 'vip', channels: ['vip:lounge'] });
+      await post(`${nodes.b.url}/v1/publish`, { event: 'order', channels: ['order:1'] });
+      const [vip] = await tab.waitForEvent('vip');
+      expect(vip!.meta!.channel).toBe('vip:lounge');
+      await sleep(200);
+      // What the token chose and no longer allows is still left.
+      expect(tab.events('order')).toHaveLength(0);
+      tab.close();
+    });
+
     it('answers 0 sockets for a user who is not connected', async () => {
       expect((await post(`${nodes.a.url}/v1/users/nobody/disconnect`, undefined)).body).toEqual({
         user: 'nobody',

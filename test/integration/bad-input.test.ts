@@ -1,8 +1,8 @@
 import { SignJWT } from 'jose';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { connectClient, connectError, type TestClient } from '../helpers/clients.js';
-import { JWT_SECRET, READ_KEY, token } from '../helpers/env.js';
-import { post } from '../helpers/http.js';
+import { JWT_SECRET, KEY, READ_KEY, token } from '../helpers/env.js';
+import { post, rawRequest } from '../helpers/http.js';
 import { startInProcess } from '../helpers/nodes.js';
 
 // Every bad input gets the registry's answer, and the node stays healthy:
@@ -53,6 +53,32 @@ describe('bad input', () => {
   it('a content type the relay does not read', async () => {
     expectError(await publish('event=x', { contentType: 'text/plain' }), 415, 'unsupported_media_type');
     expectError(await publish('<x/>', { contentType: 'application/xml' }), 415, 'unsupported_media_type');
+  });
+
+  it('JSON without a Content-Type, or labelled as a form (curl -d), is told so, not "missing the field event"', async () => {
+    const json = JSON.stringify({ event: 'x', users: ['witness'] });
+    const bare = await rawRequest(
+      node.port,
+      `POST /v1/publish HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${KEY.secret}\r\nContent-Length: ${json.length}\r\nConnection: close\r\n\r\n`,
+      json,
+    );
+    expectError(
+      bare,
+      415,
+      'unsupported_media_type',
+      'the request has no Content-Type header: send Content-Type: application/json (or application/x-www-form-urlencoded for a form)',
+    );
+    const curl = await publish(json, { contentType: 'application/x-www-form-urlencoded' });
+    expectError(curl, 415, 'unsupported_media_type');
+    expect((curl.body as { error: { message: string } }).error.message).toContain(
+      'the body is JSON but its Content-Type is application/x-www-form-urlencoded',
+    );
+    expectError(
+      await publish(json, { contentType: 'text/plain' }),
+      415,
+      'unsupported_media_type',
+      'Content-Type text/plain is not supported: send Content-Type: application/json (or application/x-www-form-urlencoded for a form)',
+    );
   });
 
   it('a publish without any target', async () => {

@@ -2,7 +2,7 @@ import { pino } from 'pino';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { type Broker, createBroker } from '../../src/broker/index.js';
 import { RelayError } from '../../src/errors.js';
-import type { Delivery, Publication } from '../../src/ingest/message.js';
+import { type Delivery, type Publication, UNBORN_EPOCH } from '../../src/ingest/message.js';
 import { createRedis, isReady } from '../../src/redis/client.js';
 import { redisNames } from '../../src/redis/keys.js';
 import { type RedisClusterSetup, startRedisCluster } from '../helpers/cluster.js';
@@ -48,7 +48,7 @@ function contract(name: string, harness: () => Harness) {
       expect(b[0]!.offset).toBe(2);
       expect(b[0]!.epoch).toBe(a[0]!.epoch);
       const [pos] = await broker.positions(['a']);
-      expect(pos).toEqual({ offset: 2, epoch: a[0]!.epoch });
+      expect(pos).toMatchObject({ offset: 2, epoch: a[0]!.epoch });
     });
 
     it('delivers only subscribed channels, in offset order, with the message decoded', async () => {
@@ -144,11 +144,22 @@ function contract(name: string, harness: () => Harness) {
       expect(next).toEqual({ offset: 2, epoch: renewed });
     });
 
-    it('fixes an epoch the first time a channel is read, before any publish', async () => {
-      const [before] = await broker.positions(['fresh']);
+    it('creates nothing for a channel read before any publish: the unborn epoch, then a real one', async () => {
+      const started = Date.now();
+      expect(await broker.positions(['fresh'])).toEqual([{ offset: 0, epoch: UNBORN_EPOCH, lastTs: 0 }]);
+      expect(await broker.history('fresh', 0, 10)).toEqual({
+        epoch: UNBORN_EPOCH,
+        offset: 0,
+        entries: [],
+        complete: true,
+      });
+      expect(await broker.positions(['fresh'])).toEqual([{ offset: 0, epoch: UNBORN_EPOCH, lastTs: 0 }]);
       const [after] = await broker.publish(pub(), ['fresh'], false);
-      expect(before!.offset).toBe(0);
-      expect(after!.epoch).toBe(before!.epoch);
+      expect(after!.offset).toBe(1);
+      expect(after!.epoch).not.toBe(UNBORN_EPOCH);
+      const [top] = await broker.positions(['fresh']);
+      expect(top).toMatchObject({ offset: 1, epoch: after!.epoch });
+      expect(top!.lastTs).toBeGreaterThanOrEqual(started - 1000);
     });
   });
 }

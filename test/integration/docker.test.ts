@@ -3,6 +3,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync
 import { builtinModules } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import semver from 'semver';
 import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { loadConfig } from '../../src/config/index.js';
@@ -38,6 +39,19 @@ const relay = relayAnswering();
 const status = relay.status;
 
 describe('Dockerfile', () => {
+  it('builds on Node 24, a maintained LTS line the package’s engines accept, as .ci/run tests 24 and 22', () => {
+    const image = docker.args.find((a) => a.args.startsWith('NODE_IMAGE='))!.args.split('=')[1]!;
+    expect(image).toMatch(/^node:24-/);
+    for (const s of docker.stages) expect(s.from).toMatch(/^\$\{NODE_IMAGE\}( AS \S+)?$/);
+    const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { engines: { node: string } };
+    // Node 20 reached end of life in April 2026; 22 and 24 are the maintained lines.
+    expect(['24.0.0', '22.0.0'].map((v) => semver.satisfies(v, pkg.engines.node))).toEqual([true, true]);
+    expect(semver.satisfies('20.19.0', pkg.engines.node)).toBe(false);
+    const ci = readFileSync(join(ROOT, '.ci/run'), 'utf8');
+    expect(ci).toMatch(/^NODE_LINES=\(\$\{CI_NODE_LINES:-24 22\}\)$/m);
+    expect(ci).toMatch(/for line in "\$\{NODE_LINES\[@\]\}"; do\n {2}on_node "\$line"\n {2}npm test\n/);
+  });
+
   it('builds in stages and ships only production dependencies', () => {
     expect(docker.stages.length).toBeGreaterThanOrEqual(2);
     const copiesFrom = instr('COPY')

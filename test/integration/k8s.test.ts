@@ -327,7 +327,7 @@ describe('the Grafana dashboard and the alerts', () => {
     for (const [name, type] of exported) {
       if (!name.startsWith('pushrelay_')) continue;
       expect(name).toMatch(
-        /^pushrelay_(socket|publish|delivery|redis|ingest|ratelimit|http|drain|webhook|presence)_[a-z0-9_]+$/,
+        /^pushrelay_(socket|publish|delivery|redis|ingest|ratelimit|http|drain|webhook|presence|echo|console)_[a-z0-9_]+$/,
       );
       if (type === 'counter') expect(name).toMatch(/_total$/);
       if (type === 'histogram') expect(name).toMatch(/_seconds$/);
@@ -374,6 +374,7 @@ describe('the Grafana dashboard and the alerts', () => {
       'pushrelay_delivery_latency_seconds',
       'pushrelay_ingest_lag_seconds',
       'pushrelay_delivery_unrecoverable_gaps_total',
+      'pushrelay_redis_subscriber_resets_total',
       'pushrelay_drain_active',
     ]) {
       expect(alerted, name).toContain(name);

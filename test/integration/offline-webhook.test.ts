@@ -1,7 +1,7 @@
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../../src/config/index.js';
-import { webhookSignature } from '../../src/ingest/offline-webhook.js';
+import { webhookSignature } from '../../src/webhooks/index.js';
 import { connectClient } from '../helpers/clients.js';
 import { token } from '../helpers/env.js';
 import { post } from '../helpers/http.js';

@@ -129,6 +129,36 @@ describe('HTTP publish API (standalone)', () => {
     expect(carol.events('signed')).toHaveLength(1);
   });
 
+  it('accepts identical signed requests in one second when each carries its own nonce, each nonce once', async () => {
+    const path = '/v1/users/carol/presence';
+    const timestamp = Math.floor(Date.now() / 1000);
+    const [n1, n2] = ['nonce-aaaaaaaaaaaaaaaa-1', 'nonce-aaaaaaaaaaaaaaaa-2'];
+    const both = await Promise.all([
+      signedRequest(node.url, 'GET', path, '', { timestamp, nonce: n1 }),
+      signedRequest(node.url, 'GET', path, '', { timestamp, nonce: n2 }),
+    ]);
+    expect(both.map((r) => r.status)).toEqual([200, 200]);
+    const replay = await signedRequest(node.url, 'GET', path, '', { timestamp, nonce: n1 });
+    expect(replay.status).toBe(401);
+    expect(replay.body).toMatchObject({ error: { code: 'replayed_request' } });
+    // The nonce is signed: a captured request does not pass under a nonce of the attacker's.
+    const swapped = await signedRequest(node.url, 'GET', path, '', {
+      timestamp,
+      nonce: n1,
+      sentNonce: 'nonce-bbbbbbbbbbbbbbbb-3',
+    });
+    expect(swapped.body).toMatchObject({ error: { code: 'invalid_signature' } });
+    const short = await signedRequest(node.url, 'GET', path, '', { timestamp, nonce: 'abc' });
+    expect(short.status).toBe(401);
+    expect(short.body).toEqual({
+      error: {
+        code: 'unauthorized',
+        message:
+          'x-pushrelay-nonce must be 16-128 characters of A-Z a-z 0-9 _ - (a random value per request)',
+      },
+    });
+  });
+
   it('answers user and channel presence', async () => {
     const u = await get(`${node.url}/v1/users/alice/presence`, { secret: READ_KEY.secret });
     expect(u).toMatchObject({ status: 200, body: { user: 'alice', online: true, sockets: 2 } });

@@ -54,6 +54,23 @@ describe('pushrelay/publisher', () => {
     expect((await p.nodes()).nodes.map((n) => n.id)).toEqual([node.id]);
   });
 
+  it('makes identical signed reads within one second, each accepted (a nonce per request)', async () => {
+    const p = new Publisher({ url: node.url, secret: KEY.secret, keyName: KEY.name, retries: 0 });
+    // Early in a second, so all of them share one timestamp (and, without nonces, one signature).
+    while (Date.now() % 1000 > 300) await sleep(20);
+    const reads = await Promise.all([
+      p.userPresence('alice'),
+      p.userPresence('alice'),
+      p.channelPresence('order:42'),
+      p.channelPresence('order:42'),
+    ]);
+    expect(reads[0]).toEqual(reads[1]);
+    expect(reads[0]).toEqual({ user: 'alice', online: true, sockets: 1 });
+    expect(reads[2]).toEqual(reads[3]);
+    // And one after the other, as a page rendering twice would.
+    expect(await p.userPresence('alice')).toEqual(await p.userPresence('alice'));
+  });
+
   it('publishes a batch, answering in order', async () => {
     const p = new Publisher({ url: node.url, secret: KEY.secret });
     const results = await p.batch([
@@ -138,6 +155,11 @@ describe('pushrelay/publisher', () => {
   it('refuses bad options and bad input before sending anything', async () => {
     expect(() => new Publisher({ url: 'localhost:8080', secret: 's' })).toThrow('http or https');
     expect(() => new Publisher({ url: 'not a url', secret: 's' })).toThrow("relay's http(s) URL");
+    // A URL with credentials is refused without echoing them (fetch's own error would print them).
+    for (const url of ['http://app:Hunter2-pw@relay host:8080', 'https://app:Hunter2-pw@relay.example']) {
+      expect(() => new Publisher({ url, secret: 's' })).toThrow(/^url must .*"https?:\/\/\*\*\*@relay/);
+      expect(() => new Publisher({ url, secret: 's' })).not.toThrow(/Hunter2/);
+    }
     expect(() => new Publisher({ url: node.url, secret: '' })).toThrow('secret');
     expect(() => new Publisher({ url: node.url, secret: 's', keyName: 'bad name' })).toThrow('keyName');
     expect(() => new Publisher({ url: node.url, secret: 's', retries: -1 })).toThrow('retries');

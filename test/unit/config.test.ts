@@ -1,5 +1,8 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ConfigError, loadConfig } from '../../src/config/index.js';
+import { ConfigError, DEV_SECRETS_FILE, loadConfig, loadDevSecrets } from '../../src/config/index.js';
 
 const strong = 'q7Vd9Zk2mP4xW8rT1yL6nB3cH5jF0gSaE2uR';
 const production = {
@@ -33,6 +36,38 @@ describe('configuration', () => {
     expect(c.generated.key?.secret).toMatch(/^[0-9a-f]{48}$/);
     expect(c.generated.jwtSecret).toMatch(/^[0-9a-f]{64}$/);
     expect(c.nodeId).toMatch(/^[a-z0-9-]+$/);
+  });
+
+  it('keeps development secrets per directory, so every dev node started there shares them', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'pushrelay-dev-'));
+    try {
+      const a = loadConfig({}, { devSecrets: () => loadDevSecrets(dir) });
+      const b = loadConfig({ REDIS_URL: 'redis://r:6379' }, { devSecrets: () => loadDevSecrets(dir) });
+      expect(a.generated.file).toBe(join(dir, DEV_SECRETS_FILE));
+      expect(b.keys[0]!.secret).toBe(a.keys[0]!.secret);
+      expect(b.jwtSecret).toBe(a.jwtSecret);
+      // A configured secret is used as it is; only the missing one comes from the file.
+      const c = loadConfig({ PUSHRELAY_JWT_SECRET: strong }, { devSecrets: () => loadDevSecrets(dir) });
+      expect([c.jwtSecret, c.keys[0]!.secret]).toEqual([strong, a.keys[0]!.secret]);
+      // Production never reads or writes it.
+      let asked = false;
+      loadConfig(production, {
+        devSecrets: () => {
+          asked = true;
+          return loadDevSecrets(dir);
+        },
+      });
+      expect(asked).toBe(false);
+      // Where nothing can be written (here: below a regular file), the secrets last one run, as before.
+      writeFileSync(join(dir, 'plain-file'), '');
+      const none = loadDevSecrets(join(dir, 'plain-file'));
+      expect(none.file).toBeUndefined();
+      expect(none.publisherSecret).toMatch(/^[0-9a-f]{48}$/);
+      // /proc answers ENOENT to mkdir, on which a recursive mkdir would spin forever.
+      expect(loadDevSecrets('/proc/no-such-place').file).toBeUndefined();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('is cluster mode when REDIS_URL is set', () => {
@@ -186,6 +221,59 @@ describe('configuration', () => {
     }
   });
 
+  it('refuses in production weak publisher key secrets, as it refuses a weak token secret', () => {
+    for (const weak of [
+      'compose-dev-publisher-secret-not-for-production',
+      'a'.repeat(40),
+      'abcabcabcabcabcabcabcabcabcabcabcabc',
+    ]) {
+      const found = problems({ ...production, PUSHRELAY_KEYS: `app:${strong},dev:${weak}` });
+      expect(found).toHaveLength(1);
+      expect(found[0]).toMatch(/^PUSHRELAY_KEYS: the secret of key "dev" /);
+      expect(found[0]).not.toContain(weak);
+    }
+    // Outside production a short readable key stays fine for trying things out.
+    expect(loadConfig({ PUSHRELAY_KEYS: `dev:${'a'.repeat(40)}` }).keys[0]!.name).toBe('dev');
+  });
+
+  it('refuses a NODE_ENV it does not know, naming the values it takes', () => {
+    expect(problems({ NODE_ENV: 'prod' })).toEqual([
+      'NODE_ENV: must be one of production, development, test, got "prod"',
+    ]);
+    expect(loadConfig({ NODE_ENV: 'test' }).production).toBe(false);
+    expect(loadConfig({ NODE_ENV: 'development' }).production).toBe(false);
+  });
+
+  it('never prints the password of a URL it refuses', () => {
+    const cases = [
+      'redis://:s3cret-pw@redis host:6379',
+      'redis://user:s3cret-pw@redis:port',
+      'redis://:s3cret-pw#x@redis:6379',
+      'redis+sentinel://user:s3cret-pw@s1:26379,s2/mymaster',
+      'redis+cluster://:s3cret?pw@h1:7000',
+      'redis+cluster://:s3cret%zz@h1:7000',
+      'redis+sentinel://s1:26379/mymaster?sentinel_password=s3cret-pw&x=1',
+      'user:s3cret-pw@redis:6379',
+      'http://user:s3cret-pw@redis:6379',
+    ];
+    for (const raw of cases) {
+      const found = problems({ REDIS_URL: raw });
+      expect(found, raw).toHaveLength(1);
+      expect(found[0], raw).toMatch(/^REDIS_URL: /);
+      expect(found[0], raw).not.toContain('s3cret');
+    }
+    // A webhook or JWKS URL with credentials cannot be fetched, and fetch's error would print them.
+    for (const name of ['PUSHRELAY_OFFLINE_WEBHOOK', 'PUSHRELAY_JWKS_URL']) {
+      const found = problems({
+        [name]: 'https://app:s3cret-pw@hooks.example.com/x',
+        PUSHRELAY_OFFLINE_WEBHOOK_SECRET: strong,
+      });
+      expect(found[0]).toBe(
+        `${name}: must not carry credentials (user:password@), got "https://***@hooks.example.com/x"`,
+      );
+    }
+  });
+
   it('parses the proxies to trust for client addresses', () => {
     expect(loadConfig({}).trustProxy).toBe(false);
     expect(loadConfig({ PUSHRELAY_TRUST_PROXY: 'true' }).trustProxy).toBe(true);
@@ -280,6 +368,59 @@ describe('configuration of the Redis ingest sources', () => {
     ).toContain('PUSHRELAY_ANYCABLE_BROADCAST_KEY: is shorter than 32 characters');
     expect(problems({ ...redis, PUSHRELAY_INGEST_PARTITIONS: '0' })[0]).toBe(
       'PUSHRELAY_INGEST_PARTITIONS: must be between 1 and 1024, got 0',
+    );
+  });
+});
+
+describe('configuration of Laravel Echo compatibility', () => {
+  const redis = { REDIS_URL: 'redis://127.0.0.1:6379' };
+
+  it('tells an empty Redis prefix (no prefix) from an unset one (off)', () => {
+    expect(loadConfig({ ...redis, PUSHRELAY_ECHO_REDIS_PREFIX: '' }).echoRedisPrefix).toBe('');
+    expect(loadConfig({ ...redis, PUSHRELAY_ECHO_REDIS_PREFIX: 'laravel_database_' }).echoRedisPrefix).toBe(
+      'laravel_database_',
+    );
+    expect(loadConfig(redis).echoRedisPrefix).toBeUndefined();
+    // Other variables still read empty as unset.
+    expect(loadConfig({ ...redis, PUSHRELAY_ACTIONCABLE_PREFIX: '' }).actioncablePrefix).toBeUndefined();
+  });
+
+  it('reads the Echo settings with safe defaults', () => {
+    const c = loadConfig({
+      PUSHRELAY_ECHO: 'on',
+      PUSHRELAY_ECHO_AUTH_URL: 'https://shop.example/broadcasting/auth',
+      PUSHRELAY_ECHO_CLIENTS: 'shop:key-one, admin:key:with:colons',
+    });
+    expect(c).toMatchObject({
+      echo: true,
+      echoAuthTimeout: 10,
+      echoAuthMaxInflight: 256,
+      echoAuthMaxPerSocket: 8,
+      echoClients: [
+        { appId: 'shop', key: 'key-one' },
+        { appId: 'admin', key: 'key:with:colons' },
+      ],
+    });
+    expect(c.echoAuthUrl?.href).toBe('https://shop.example/broadcasting/auth');
+    expect(loadConfig({})).toMatchObject({ echo: false, echoAuthUrl: undefined, echoClients: [] });
+  });
+
+  it('refuses bad Echo settings, naming the variable', () => {
+    expect(problems({ PUSHRELAY_ECHO: 'yes' })).toEqual(['PUSHRELAY_ECHO: must be on or off, got "yes"']);
+    expect(problems({ PUSHRELAY_ECHO_REDIS_PREFIX: 'laravel_' })).toEqual([
+      'PUSHRELAY_ECHO_REDIS_PREFIX: needs REDIS_URL (Laravel broadcasts on Redis)',
+    ]);
+    expect(problems({ PUSHRELAY_ECHO_AUTH_URL: 'https://shop.example/broadcasting/auth' })[0]).toMatch(
+      /^PUSHRELAY_ECHO_AUTH_URL: needs PUSHRELAY_ECHO=on/,
+    );
+    expect(problems({ PUSHRELAY_ECHO: 'on', PUSHRELAY_ECHO_AUTH_URL: 'ftp://x' })[0]).toMatch(
+      /^PUSHRELAY_ECHO_AUTH_URL: must use http: or https:/,
+    );
+    expect(problems({ PUSHRELAY_ECHO_CLIENTS: 'nokey' })[0]).toMatch(
+      /^PUSHRELAY_ECHO_CLIENTS: each entry must be appId:key/,
+    );
+    expect(problems({ ...production, PUSHRELAY_ECHO_CLIENTS: 'shop:short' })).toContain(
+      'PUSHRELAY_ECHO_CLIENTS: the key of app "shop" is shorter than 32 characters',
     );
   });
 });

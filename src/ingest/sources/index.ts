@@ -7,6 +7,7 @@ import type { RedisNames } from '../../redis/keys.js';
 import type { Ingest } from '../ingest.js';
 import { actionCableRoute } from './actioncable.js';
 import { anyCablePubSubRoute, anyCableStreamSpec, registerAnyCableBroadcast } from './anycable.js';
+import { laravelRoute } from './laravel.js';
 import { PubSubIngest } from './pubsub.js';
 import { decodePublish, rawPubSubRoute } from './redis-pubsub.js';
 import { StreamIngest, type StreamPipelineSpec } from './stream.js';
@@ -40,7 +41,7 @@ export interface Sources {
 /**
  * Every way into the publish path other than the relay's own HTTP routes:
  * raw `PUBLISH` and `XADD` on `<prefix>:publish`, Rails' ActionCable,
- * AnyCable's three adapters. Each source only turns its wire format into
+ * AnyCable's three adapters, Laravel's Redis broadcaster. Each source only turns its wire format into
  * publish bodies; ownership, ordering, refusals and metrics are shared.
  */
 export function wireSources(deps: SourceDeps): Sources {
@@ -83,6 +84,12 @@ export function wireSources(deps: SourceDeps): Sources {
   if (config.anycable) {
     pubsub.route(anyCablePubSubRoute(config.anycableChannel, config.maxJsonDepth));
     specs.push(anyCableStreamSpec(config.anycableChannel, config.maxJsonDepth));
+  }
+  if (config.echoRedisPrefix !== undefined) {
+    const others = [`${config.prefix}:`];
+    if (config.actioncablePrefix !== undefined) others.push(`${config.actioncablePrefix}:`);
+    if (config.anycable) others.push(config.anycableChannel);
+    pubsub.route(laravelRoute({ prefix: config.echoRedisPrefix, others, maxJsonDepth: config.maxJsonDepth }));
   }
   const membership = pubsub.membership;
   const streams = new StreamIngest(

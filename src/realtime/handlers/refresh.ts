@@ -14,7 +14,8 @@ export interface RefreshDeps {
 
 /**
  * A fresh token for the same user extends the socket's life; channels the new
- * token no longer allows are left at once.
+ * token no longer allows are left at once, except those an admin subscribed
+ * the socket to (the token never had to allow them).
  */
 export function refreshHandler(deps: RefreshDeps): Handler {
   return async (socket, request) => {
@@ -26,7 +27,10 @@ export function refreshHandler(deps: RefreshDeps): Handler {
     socket.data.exp = claims.exp;
     socket.data.patterns = claims.patterns;
     deps.armExpiry(socket);
-    for (const c of clientChannels(socket)) if (!deps.allowed(socket, c)) deps.hub.detach(socket, c);
+    const server = socket.data.serverChannels;
+    for (const c of clientChannels(socket)) {
+      if (!server?.has(c) && !deps.allowed(socket, c)) deps.hub.detach(socket, c);
+    }
     return { expiresAt: claims.exp };
   };
 }

@@ -1,0 +1,162 @@
+import type { IncomingMessage } from 'node:http';
+import { BlockList, isIP } from 'node:net';
+import type { Config } from '../config/index.js';
+import type { TrustProxy } from '../config/schema.js';
+import type { ErrorCode } from '../errors.js';
+import type { Metrics } from '../metrics/index.js';
+import type { RelayServer, RelaySocket } from './events.js';
+import { fullBucket, take } from './limits.js';
+import { originAllowed } from './server.js';
+
+/** What admission needs to know about the node, beyond its configuration. */
+export interface AdmissionState {
+  readonly draining: () => boolean;
+  /** Redis is down or not answering: a socket could not be set up, so it is answered at once. */
+  readonly redisDown: () => boolean;
+}
+
+/** Engine connections that may exist per connection slot (authenticated or not): a hard memory bound. */
+const ENGINE_PER_SLOT = 2;
+
+/**
+ * Who may take one of this node's connection slots, in two steps:
+ *
+ * 1. `handshake(req)`, engine.io's allowRequest: cheap refusals before any
+ *    Socket.IO handshake (draining, Origin, Redis, a node already full of
+ *    authenticated sockets, too many handshakes still unauthenticated from
+ *    this client address, the node's handshake rate). socket.io-client
+ *    retries these with backoff.
+ * 2. `socket(socket)`, once the client proved who it is (its token verified;
+ *    in Laravel Echo mode, once its Socket.IO connect is complete): only now
+ *    does it count against PUSHRELAY_MAX_CONNECTIONS.
+ *
+ * So a client that never authenticates spends no slot: it holds a pending
+ * handshake of its address for at most PUSHRELAY_PREAUTH_TIMEOUT_MS (Socket.IO
+ * `connectTimeout`), and one address can hold only
+ * PUSHRELAY_PREAUTH_PER_ADDRESS of those, refused without spending the
+ * node's handshake rate that other clients need.
+ */
+export class Admission {
+  /** Unauthenticated engine connections per client address. */
+  private readonly pending = new Map<string, number>();
+  /** The address each pending engine connection was counted under. */
+  private readonly pendingOf = new WeakMap<object, string>();
+  private readonly handshakes: ReturnType<typeof fullBucket>;
+  private readonly address: (req: IncomingMessage) => string;
+
+  constructor(
+    private readonly io: () => RelayServer,
+    private readonly config: Config,
+    private readonly metrics: Metrics,
+    private readonly state: AdmissionState,
+  ) {
+    this.handshakes = fullBucket(config.connectRate);
+    this.address = clientAddress(config.trustProxy);
+  }
+
+  /** Counts engine connections as pending from their address until they authenticate or close. */
+  watch(io: RelayServer): void {
+    io.engine.on('connection', (conn: { request: IncomingMessage; once(e: string, l: () => void): void }) => {
+      const address = this.address(conn.request);
+      this.pending.set(address, (this.pending.get(address) ?? 0) + 1);
+      this.pendingOf.set(conn, address);
+      conn.once('close', () => this.settle(conn));
+    });
+  }
+
+  handshake(req: IncomingMessage): ErrorCode | undefined {
+    if (this.state.draining()) return 'draining';
+    if (!originAllowed(this.config, req.headers.origin)) return 'origin_not_allowed';
+    if (this.state.redisDown()) return 'unavailable';
+    const io = this.io();
+    // Admission keeps a reconnect storm (a node drained or lost) from toppling the
+    // survivors: refused handshakes are retried by socket.io-client with backoff.
+    if (
+      io.of('/').sockets.size >= this.config.maxConnections ||
+      io.engine.clientsCount >= this.config.maxConnections * ENGINE_PER_SLOT
+    ) {
+      return 'over_capacity';
+    }
+    if ((this.pending.get(this.address(req)) ?? 0) >= this.config.preauthPerAddress) {
+      this.metrics.rateLimited.inc({ scope: 'address' });
+      return 'rate_limited';
+    }
+    if (!take(this.handshakes, this.config.connectRate, this.config.connectRate)) {
+      this.metrics.rateLimited.inc({ scope: 'connection' });
+      return 'rate_limited';
+    }
+    return undefined;
+  }
+
+  /**
+   * Called once a socket is authenticated (or, tokenless in Echo mode, its
+   * Socket.IO connect is complete), just before it is admitted: undefined
+   * gives it a slot.
+   */
+  socket(socket: RelaySocket): ErrorCode | undefined {
+    if (this.state.draining()) return 'draining';
+    // Several handshakes may have authenticated at once for the last slots.
+    if (this.io().of('/').sockets.size >= this.config.maxConnections) return 'over_capacity';
+    this.settle(socket.conn);
+    return undefined;
+  }
+
+  /** Unauthenticated engine connections now, for tests and metrics. */
+  pendingCount(): number {
+    let n = 0;
+    for (const v of this.pending.values()) n += v;
+    return n;
+  }
+
+  private settle(conn: object): void {
+    const address = this.pendingOf.get(conn);
+    if (address === undefined) return;
+    this.pendingOf.delete(conn);
+    const left = (this.pending.get(address) ?? 1) - 1;
+    if (left <= 0) this.pending.delete(address);
+    else this.pending.set(address, left);
+  }
+}
+
+/**
+ * The client's address as the operator's PUSHRELAY_TRUST_PROXY says to read
+ * it (the same rule Fastify applies to HTTP requests): the peer itself, or
+ * the nearest X-Forwarded-For entry not added by a trusted proxy.
+ */
+export function clientAddress(trust: TrustProxy): (req: IncomingMessage) => string {
+  const peer = (req: IncomingMessage) => req.socket.remoteAddress ?? '';
+  if (trust === false) return peer;
+  const chain = (req: IncomingMessage) => {
+    const header = req.headers['x-forwarded-for'];
+    const forwarded = (Array.isArray(header) ? header.join(',') : (header ?? ''))
+      .split(',')
+      .map((x) => x.trim())
+      .filter(Boolean);
+    // Nearest first: the peer, then what each proxy said it was talking to.
+    return [peer(req), ...forwarded.reverse()];
+  };
+  if (trust === true) return (req) => chain(req).at(-1) ?? '';
+  if (typeof trust === 'number') {
+    return (req) => {
+      const hops = chain(req);
+      return hops[Math.min(trust, hops.length - 1)] ?? '';
+    };
+  }
+  const trusted = new BlockList();
+  for (const entry of trust) {
+    const [address = '', bits] = entry.split('/');
+    const type = isIP(address) === 6 ? 'ipv6' : 'ipv4';
+    if (bits === undefined) trusted.addAddress(address, type);
+    else trusted.addSubnet(address, Number(bits), type);
+  }
+  const isTrusted = (address: string) => {
+    const plain = address.startsWith('::ffff:') ? address.slice(7) : address;
+    const family = isIP(plain);
+    return family !== 0 && trusted.check(plain, family === 6 ? 'ipv6' : 'ipv4');
+  };
+  return (req) => {
+    const hops = chain(req);
+    for (const hop of hops) if (!isTrusted(hop)) return hop;
+    return hops.at(-1) ?? '';
+  };
+}

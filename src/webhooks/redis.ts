@@ -1,0 +1,447 @@
+import { randomUUID } from 'node:crypto';
+import type { PresenceWebhooks } from '../presence/redis.js';
+import type { Redis } from '../redis/client.js';
+import { isCluster } from '../redis/client.js';
+import type { RedisNames } from '../redis/keys.js';
+import type { QueueLimits } from './memory.js';
+import { countedBytes } from './memory.js';
+import {
+  type Claim,
+  COUNTED,
+  type DeadLetter,
+  type EndpointStats,
+  type QueueItem,
+  type WebhookQueue,
+  type WebhookStats,
+} from './types.js';
+
+// A queued item is one list element: "<hold ms>\n<tag>\n<event JSON>"
+// (JSON text never holds a raw newline, user ids and channel names neither).
+
+/**
+ * Lua shared by the presence script and the queue's own: pushes one item on
+ * a key's queue for an endpoint, or, when `match` names the held item at the
+ * queue's tail (not yet due, not being delivered), removes that one instead:
+ * the pair cancels out (debounce). `due` (the endpoint's due set) is nil on a
+ * Redis Cluster, where it lives in another slot and the node adds the key
+ * right after. ZADD LT: a key already due earlier stays due then.
+ */
+export const WEBHOOK_PUSH_LUA = `
+local function whPush(q, lease, due, member, now, item, hold, match, push)
+  if match ~= '' then
+    local tail = redis.call('LINDEX', q, -1)
+    if tail then
+      local th, tt = string.match(tail, '^(%d+)\\n([^\\n]*)\\n')
+      if tt == match and tonumber(th) > now and redis.call('EXISTS', lease) == 0 then
+        redis.call('RPOP', q)
+        return 0
+      end
+    end
+  end
+  if not push then return 0 end
+  redis.call('RPUSH', q, item)
+  if due then redis.call('ZADD', due, 'LT', math.max(hold, now), member) end
+  return 1
+end
+`;
+
+/**
+ * The webhook part of the presence script (see src/presence/redis.ts):
+ * every transition its edge() decides is queued for every receiver in the
+ * same atomic step, so a node that dies right after a transition cannot lose
+ * its event. ARGV[7] '1' turns it on; then ARGV[8] producing node, [9] now
+ * (ms), [10] event id base, [11] kinds as ",a,b,", [12] '1' for a presence
+ * channel, [13] debounce ms, [14] the channel, [15] receivers, [16] keys per
+ * receiver (3: queue, lease, due set; 2 on a Cluster), from KEYS[5].
+ */
+export const WEBHOOK_PRESENCE_LUA = `${WEBHOOK_PUSH_LUA}
+local whOn = ARGV[7] == '1'
+local whSeq = 0
+
+local function whEvent(etype, user, info)
+  local now, holdMs = tonumber(ARGV[9]), tonumber(ARGV[13])
+  local tag, match = '', ''
+  if etype == 'user.offline' then tag = 'user.online'
+  elseif etype == 'channel.vacated' then tag = 'channel.occupied'
+  elseif etype == 'member.removed' then tag = 'member.added:' .. user
+  elseif etype == 'user.online' or etype == 'channel.occupied' then match = etype
+  elseif etype == 'member.added' then match = 'member.added:' .. user end
+  local push = string.find(ARGV[11], ',' .. etype .. ',', 1, true) ~= nil
+  if not push and match == '' then return end
+  local hold = 0
+  if tag ~= '' and holdMs > 0 then hold = now + holdMs end
+  whSeq = whSeq + 1
+  local json = '{"id":' .. cjson.encode(ARGV[10] .. '-' .. whSeq) .. ',"type":"' .. etype .. '","ts":' .. ARGV[9]
+    .. ',"node":' .. cjson.encode(ARGV[8])
+  if user then json = json .. ',"user":' .. cjson.encode(user) end
+  if string.sub(etype, 1, 5) ~= 'user.' then json = json .. ',"channel":' .. cjson.encode(ARGV[14]) end
+  if info and info ~= '' and pcall(cjson.decode, info) then json = json .. ',"user_info":' .. info end
+  json = json .. '}'
+  local item = hold .. '\\n' .. tag .. '\\n' .. json
+  local n, stride = tonumber(ARGV[15]), tonumber(ARGV[16])
+  for i = 0, n - 1 do
+    local b = 5 + i * stride
+    local due = nil
+    if stride == 3 then due = KEYS[b + 2] end
+    whPush(KEYS[b], KEYS[b + 1], due, ARGV[14], now, item, hold, match, push)
+  end
+end
+
+local function whEdge(join, own, code, user, info)
+  if own then
+    if join then whEvent('user.online', user, info) else whEvent('user.offline', user, '') end
+    return
+  end
+  if join and code == 3 then whEvent('channel.occupied', nil, '') end
+  if ARGV[12] == '1' then
+    if join then whEvent('member.added', user, info) else whEvent('member.removed', user, info) end
+  end
+  if not join and code == 3 then whEvent('channel.vacated', nil, '') end
+end
+`;
+
+/** KEYS q, lease, state[, due]; ARGV token, lease ms, now, batch. */
+const CLAIM_LUA = `
+local q, lease, state = KEYS[1], KEYS[2], KEYS[3]
+local now = tonumber(ARGV[3])
+if not redis.call('SET', lease, ARGV[1], 'NX', 'PX', ARGV[2]) then return {-1, redis.call('PTTL', lease)} end
+local nxt = tonumber(redis.call('HGET', state, 'next') or '0')
+if nxt > now then redis.call('DEL', lease) return {-2, nxt} end
+local items = redis.call('LRANGE', q, 0, tonumber(ARGV[4]) - 1)
+if #items == 0 then redis.call('DEL', lease) return {0} end
+local out = {1, redis.call('HGET', state, 'n') or '0', redis.call('HGET', state, 'first') or '0'}
+for _, item in ipairs(items) do
+  local hold = tonumber(string.match(item, '^(%d+)'))
+  if hold > now then break end
+  out[#out + 1] = item
+end
+if #out == 3 then
+  redis.call('DEL', lease)
+  return {-2, tonumber(string.match(items[1], '^(%d+)'))}
+end
+return out
+`;
+
+/** KEYS q, lease, state; ARGV token, count. Answers {-1} without the lease, else {length, head hold}. */
+const ACK_LUA = `
+local q, lease, state = KEYS[1], KEYS[2], KEYS[3]
+if redis.call('GET', lease) ~= ARGV[1] then return {-1} end
+redis.call('LTRIM', q, tonumber(ARGV[2]), -1)
+redis.call('DEL', state, lease)
+local head = redis.call('LINDEX', q, 0)
+if not head then return {0, 0} end
+return {redis.call('LLEN', q), tonumber(string.match(head, '^(%d+)'))}
+`;
+
+/** KEYS q, lease, state; ARGV token, now, next attempt. */
+const RETRY_LUA = `
+local lease, state = KEYS[2], KEYS[3]
+if redis.call('GET', lease) ~= ARGV[1] then return -1 end
+redis.call('HINCRBY', state, 'n', 1)
+redis.call('HSETNX', state, 'first', ARGV[2])
+redis.call('HSET', state, 'next', ARGV[3])
+redis.call('DEL', lease)
+return 1
+`;
+
+/** KEYS q, lease[, due]; ARGV now, item, hold, match, member. */
+const ENQUEUE_LUA = `${WEBHOOK_PUSH_LUA}
+return whPush(KEYS[1], KEYS[2], KEYS[3], ARGV[5], tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), ARGV[4], true)
+`;
+
+interface QueueCommands {
+  whClaim(...args: (string | number)[]): Promise<(string | number)[]>;
+  whAck(...args: (string | number)[]): Promise<number[]>;
+  whRetry(...args: (string | number)[]): Promise<number>;
+  whEnqueue(...args: (string | number)[]): Promise<number>;
+  whEnqueueDue(...args: (string | number)[]): Promise<number>;
+}
+
+export function encodeItem(item: QueueItem): string {
+  return `${item.hold}\n${item.tag}\n${item.json}`;
+}
+
+export function decodeItem(raw: string): QueueItem {
+  const a = raw.indexOf('\n');
+  const b = raw.indexOf('\n', a + 1);
+  return { hold: Number(raw.slice(0, a)), tag: raw.slice(a + 1, b), json: raw.slice(b + 1) };
+}
+
+/** How long a claim is held: past the delivery timeout, so two nodes never deliver one key at once. */
+export function leaseMs(timeoutMs: number): number {
+  return timeoutMs + 5000;
+}
+
+/**
+ * The queues in Redis. Per key and receiver, in the key's hash slot (a
+ * channel's, so the presence script can write them): the list of items, the
+ * lease of the node delivering it, and its retry state; per receiver a due
+ * set (key -> when to look at it next) and a set of keys retrying; the dead
+ * letters in one hash and a sorted set by time.
+ *
+ * The due sets are an index: a key with items always has an entry (its
+ * score may be later than needed, never missing), so whoever empties a
+ * queue removes the entry and then checks the queue again.
+ */
+export class RedisWebhookQueue implements WebhookQueue {
+  private readonly redis: Redis & QueueCommands;
+  private readonly cluster: boolean;
+
+  constructor(
+    redis: Redis,
+    private readonly names: RedisNames,
+    private readonly limits: QueueLimits & { readonly leaseMs: number },
+  ) {
+    redis.defineCommand('whClaim', { numberOfKeys: 3, lua: CLAIM_LUA });
+    redis.defineCommand('whAck', { numberOfKeys: 3, lua: ACK_LUA });
+    redis.defineCommand('whRetry', { numberOfKeys: 3, lua: RETRY_LUA });
+    redis.defineCommand('whEnqueue', { numberOfKeys: 2, lua: ENQUEUE_LUA.replace('KEYS[3]', 'nil') });
+    redis.defineCommand('whEnqueueDue', { numberOfKeys: 3, lua: ENQUEUE_LUA });
+    this.redis = redis as Redis & QueueCommands;
+    this.cluster = isCluster(redis);
+  }
+
+  /** Whether the due set can be written in the same script as a queue (not on a Redis Cluster). */
+  get atomicDue(): boolean {
+    return !this.cluster;
+  }
+
+  async enqueue(
+    endpoints: readonly string[],
+    key: string,
+    item: QueueItem | undefined,
+    match?: string,
+  ): Promise<boolean> {
+    // Only undelivered messages come this way (presence events are queued by the presence script).
+    if (!item) return true;
+    const n = this.names;
+    const size = item.tag === COUNTED ? Buffer.byteLength(item.json) * endpoints.length : 0;
+    if (size > 0 && Number((await this.redis.get(n.webhookBytes)) ?? 0) + size > this.limits.maxBytes) {
+      return false;
+    }
+    const now = Date.now();
+    const raw = encodeItem(item);
+    await Promise.all(
+      endpoints.map(async (e) => {
+        const args = [now, raw, item.hold, match ?? '', key];
+        if (this.cluster) {
+          await this.redis.whEnqueue(n.webhookQueue(key, e), n.webhookLease(key, e), ...args);
+          await this.redis.zadd(n.webhookDue(e), 'LT', Math.max(item.hold, now), key);
+        } else {
+          await this.redis.whEnqueueDue(
+            n.webhookQueue(key, e),
+            n.webhookLease(key, e),
+            n.webhookDue(e),
+            ...args,
+          );
+        }
+      }),
+    );
+    if (size > 0) await this.redis.incrby(n.webhookBytes, size);
+    return true;
+  }
+
+  /** What the Redis presence driver needs to queue each transition's events for these receivers in its script. */
+  presenceHook(
+    receivers: readonly string[],
+    kinds: readonly string[],
+    debounceMs: number,
+    nextId: () => string,
+  ): PresenceWebhooks {
+    const n = this.names;
+    const atomic = !this.cluster;
+    return {
+      receivers: receivers.length,
+      stride: atomic ? 3 : 2,
+      kinds: `,${kinds.join(',')},`,
+      debounceMs,
+      nextId,
+      keys: (channel) =>
+        receivers.flatMap((r) =>
+          atomic
+            ? [n.webhookQueue(channel, r), n.webhookLease(channel, r), n.webhookDue(r)]
+            : [n.webhookQueue(channel, r), n.webhookLease(channel, r)],
+        ),
+    };
+  }
+
+  /** After the presence script queued events on a Cluster: the due sets it could not write. */
+  async markDue(endpoints: readonly string[], key: string): Promise<void> {
+    const now = Date.now();
+    await Promise.all(endpoints.map((e) => this.redis.zadd(this.names.webhookDue(e), 'LT', now, key)));
+  }
+
+  async claim(endpoint: string, now: number, keys: number, batch: number): Promise<Claim[]> {
+    const n = this.names;
+    const due = n.webhookDue(endpoint);
+    const candidates = await this.redis.zrangebyscore(due, '-inf', now, 'LIMIT', 0, keys);
+    const out: Claim[] = [];
+    await Promise.all(
+      candidates.map(async (key) => {
+        const token = randomUUID();
+        const reply = await this.redis.whClaim(
+          n.webhookQueue(key, endpoint),
+          n.webhookLease(key, endpoint),
+          n.webhookState(key, endpoint),
+          token,
+          this.limits.leaseMs,
+          now,
+          batch,
+        );
+        const status = Number(reply[0]);
+        if (status === 1) {
+          // Out of the others' way while this node holds it.
+          await this.redis.zadd(due, 'XX', now + this.limits.leaseMs, key);
+          out.push({
+            endpoint,
+            key,
+            items: (reply.slice(3) as string[]).map(decodeItem),
+            attempts: Number(reply[1]),
+            firstFailure: Number(reply[2]),
+            token,
+          });
+        } else if (status === 0) {
+          await this.settle(endpoint, key);
+        } else if (status === -1) {
+          await this.redis.zadd(due, 'XX', 'GT', now + Math.max(0, Number(reply[1])), key);
+        } else {
+          await this.redis.zadd(due, 'XX', Number(reply[1]), key);
+        }
+      }),
+    );
+    return out;
+  }
+
+  async ack(claim: Claim): Promise<void> {
+    const n = this.names;
+    const { endpoint, key } = claim;
+    const [length, hold] = await this.redis.whAck(
+      n.webhookQueue(key, endpoint),
+      n.webhookLease(key, endpoint),
+      n.webhookState(key, endpoint),
+      claim.token,
+      claim.items.length,
+    );
+    if (length === -1) return; // the lease was lost: whoever holds it now acks these
+    const bytes = countedBytes(claim.items);
+    await Promise.all([
+      bytes > 0 ? this.redis.decrby(n.webhookBytes, bytes) : undefined,
+      claim.attempts > 0 ? this.redis.zrem(n.webhookRetrying(endpoint), key) : undefined,
+      length! > 0
+        ? this.redis.zadd(n.webhookDue(endpoint), Math.max(hold!, Date.now()), key)
+        : this.settle(endpoint, key),
+    ]);
+  }
+
+  async retry(claim: Claim, at: number): Promise<void> {
+    const n = this.names;
+    const { endpoint, key } = claim;
+    const ok = await this.redis.whRetry(
+      n.webhookQueue(key, endpoint),
+      n.webhookLease(key, endpoint),
+      n.webhookState(key, endpoint),
+      claim.token,
+      Date.now(),
+      at,
+    );
+    if (ok !== 1) return;
+    await Promise.all([
+      this.redis.zadd(n.webhookDue(endpoint), at, key),
+      this.redis.zadd(n.webhookRetrying(endpoint), at, key),
+    ]);
+  }
+
+  async bury(claim: Claim, reason: string): Promise<void> {
+    const n = this.names;
+    const id = randomUUID();
+    const ts = Date.now();
+    const letter: DeadLetter = {
+      id,
+      endpoint: claim.endpoint,
+      key: claim.key,
+      ts,
+      attempts: claim.attempts + 1,
+      reason,
+      items: claim.items,
+    };
+    // Written before the queue lets go of them: a crash in between leaves a
+    // dead letter and the events still queued (delivered again), never neither.
+    await this.redis.hset(n.webhookDead, id, JSON.stringify(letter));
+    await this.redis.zadd(n.webhookDeadIds, ts, id);
+    const over = (await this.redis.zcard(n.webhookDeadIds)) - this.limits.maxDeadLetters;
+    if (over > 0) {
+      const oldest = await this.redis.zpopmin(n.webhookDeadIds, over);
+      const ids = oldest.filter((_, i) => i % 2 === 0);
+      if (ids.length > 0) await this.redis.hdel(n.webhookDead, ...ids);
+    }
+    await this.ack(claim);
+  }
+
+  async stats(endpoints: readonly string[]): Promise<WebhookStats> {
+    const n = this.names;
+    const [bytes, dead, ...counts] = await Promise.all([
+      this.redis.get(n.webhookBytes),
+      this.redis.zcard(n.webhookDeadIds),
+      ...endpoints.flatMap((e) => [
+        this.redis.zcard(n.webhookDue(e)),
+        this.redis.zcard(n.webhookRetrying(e)),
+      ]),
+    ]);
+    const out: Record<string, EndpointStats> = {};
+    endpoints.forEach((e, i) => {
+      out[e] = { depth: Number(counts[2 * i]), retrying: Number(counts[2 * i + 1]) };
+    });
+    return { endpoints: out, bytes: Math.max(0, Number(bytes ?? 0)), deadLetters: Number(dead) };
+  }
+
+  async deadLetters(offset: number, limit: number): Promise<{ total: number; items: DeadLetter[] }> {
+    const n = this.names;
+    const [total, ids] = await Promise.all([
+      this.redis.zcard(n.webhookDeadIds),
+      this.redis.zrevrange(n.webhookDeadIds, offset, offset + limit - 1),
+    ]);
+    if (ids.length === 0) return { total, items: [] };
+    const raw = await this.redis.hmget(n.webhookDead, ...ids);
+    return {
+      total,
+      items: raw.filter((r): r is string => r !== null).map((r) => JSON.parse(r) as DeadLetter),
+    };
+  }
+
+  async retryDead(id: string): Promise<boolean> {
+    const n = this.names;
+    const raw = await this.redis.hget(n.webhookDead, id);
+    // HDEL decides which of two concurrent retries gets it.
+    if (raw === null || (await this.redis.hdel(n.webhookDead, id)) === 0) return false;
+    await this.redis.zrem(n.webhookDeadIds, id);
+    const letter = JSON.parse(raw) as DeadLetter;
+    for (const item of letter.items) {
+      await this.pushRaw(letter.endpoint, letter.key, { ...item, hold: 0 });
+    }
+    const bytes = countedBytes(letter.items);
+    if (bytes > 0) await this.redis.incrby(n.webhookBytes, bytes);
+    return true;
+  }
+
+  async discardDead(id: string): Promise<boolean> {
+    const n = this.names;
+    const removed = await this.redis.hdel(n.webhookDead, id);
+    await this.redis.zrem(n.webhookDeadIds, id);
+    return removed === 1;
+  }
+
+  private async pushRaw(endpoint: string, key: string, item: QueueItem): Promise<void> {
+    const n = this.names;
+    await this.redis.rpush(n.webhookQueue(key, endpoint), encodeItem(item));
+    await this.redis.zadd(n.webhookDue(endpoint), 'LT', Date.now(), key);
+  }
+
+  /** A key found empty: out of the due set, unless an item arrived meanwhile. */
+  private async settle(endpoint: string, key: string): Promise<void> {
+    const n = this.names;
+    await this.redis.zrem(n.webhookDue(endpoint), key);
+    if ((await this.redis.llen(n.webhookQueue(key, endpoint))) > 0) {
+      await this.redis.zadd(n.webhookDue(endpoint), Date.now(), key);
+    }
+  }
+}
