@@ -81,6 +81,11 @@ describe('the console and the relay webhook queue in Chromium', () => {
       { what: 'the dead webhook in the page', intervalMs: 500 },
     );
     expect(await row.textContent()).toContain('503');
+    // The queue-depth chart is fed by the queue itself (a number, not "not configured").
+    await waitFor(async () => {
+      const last = JSON.parse((await page.locator('#chart-webhooks').getAttribute('data-last')) ?? '[]');
+      return typeof last[0] === 'number';
+    });
     await page.locator('#webhook-stats', { hasText: '1 dead' }).waitFor();
     await page.locator('#dead').screenshot({ path: `${SCREENSHOTS}/console-webhook-dead.png` });
 
