@@ -187,6 +187,14 @@ function draw(id: string, labels: string[], xs: number[], ys: (number | null)[][
   el.dataset.points = String(xs.length);
   const last = ys.map((y) => y[y.length - 1] ?? null);
   el.dataset.last = JSON.stringify(last);
+  // The canvas says nothing to a screen reader: the newest values, in words.
+  let summary = el.querySelector<HTMLElement>('.sr-only');
+  if (summary === null) {
+    summary = document.createElement('span');
+    summary.className = 'sr-only';
+    el.querySelector('figcaption')?.append(summary);
+  }
+  summary.textContent = ` now: ${labels.map((l, i) => `${l} ${last[i] === null || last[i] === undefined ? 'no data' : fmt(last[i]!)}`).join(', ')}`;
 }
 
 type Agg = 'sum' | 'max';

@@ -119,6 +119,8 @@ describe('the console in Chromium', () => {
     );
     await traffic;
     expect(moved.points).toBeGreaterThan(before.points);
+    // What the canvas shows, in words, for a screen reader.
+    expect(await page.locator('#chart-publishes figcaption').textContent()).toMatch(/now: http \d/);
     const deliveries = await waitFor(async () => {
       const d = await chart(page, 'chart-deliveries');
       return (d.last[0] ?? 0) > 0 ? d : undefined;
