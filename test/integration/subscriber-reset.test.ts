@@ -35,17 +35,27 @@ describe('Redis dropping the subscriber connections', () => {
     const before = await scrape(node.url);
     expect(before.value('pushrelay_redis_subscriber_resets_total', { role: 'subscriber' })).toBe(0);
     let kills = 0;
+    // Each drop finds the node's pub/sub connections up again (a drop while one is still
+    // reconnecting is no new reset of it).
+    const pubsubConnections = async () =>
+      ((await admin.call('CLIENT', 'LIST', 'TYPE', 'pubsub')) as string).split('\n').filter((l) => l.trim())
+        .length;
+    const connections = await pubsubConnections();
+    const allBack = () =>
+      waitFor(async () => (await pubsubConnections()) >= connections, { what: 'pub/sub connections back' });
     for (let i = 0; i < MESSAGES; i++) {
       const res = await post(`${node.url}/v1/publish`, { event: 'n', channels: ['burst'], data: { i } });
       expect(res.status).toBe(200);
       if (i % 50 === 10) {
         // Every pub/sub connection of the node at once, as an output-buffer overflow does to one.
+        await allBack();
         kills += Number(await admin.call('CLIENT', 'KILL', 'TYPE', 'pubsub'));
         await sleep(5);
       }
     }
     // The last messages go out while the connection is down, and nothing follows
     // them to reveal a gap: only the catch-up after the reconnect brings them.
+    await allBack();
     kills += Number(await admin.call('CLIENT', 'KILL', 'TYPE', 'pubsub'));
     for (let i = MESSAGES; i < MESSAGES + 3; i++) {
       expect(
