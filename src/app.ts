@@ -342,6 +342,13 @@ export async function buildApp(
     sockets: () => nsp.sockets.size,
     draining: () => draining,
     webhookAdmin: options.webhookAdmin ?? (webhooks ? consoleWebhookAdmin(webhooks.admin) : undefined),
+    // Sampled every few seconds: the queue's own depth, not the console view (which reads dead letters).
+    webhookQueue: webhooks
+      ? async () => {
+          const s = await webhooks.admin.stats();
+          return Object.values(s.endpoints).reduce((n, e) => n + e.depth, 0);
+        }
+      : undefined,
   });
   registerAssetRoutes(http, { console: config.console });
   const redisTarget = config.redis;
@@ -519,6 +526,8 @@ function wireConsoleRoutes(
     sockets: () => number;
     draining: () => boolean;
     webhookAdmin: WebhookAdmin | undefined;
+    /** Deliveries waiting or retrying; defaults to the console view's queued + retrying. */
+    webhookQueue: (() => Promise<number>) | undefined;
   },
 ): Sampler {
   const { config, metrics, log, names, command, webhookAdmin } = deps;
@@ -529,12 +538,14 @@ function wireConsoleRoutes(
     nodeId: config.nodeId,
     sockets: deps.sockets,
     draining: deps.draining,
-    webhookQueue: webhookAdmin
-      ? async () => {
-          const s = await webhookAdmin.stats();
-          return s.queued + s.retrying;
-        }
-      : undefined,
+    webhookQueue:
+      deps.webhookQueue ??
+      (webhookAdmin
+        ? async () => {
+            const s = await webhookAdmin.stats();
+            return s.queued + s.retrying;
+          }
+        : undefined),
     redis: command ? { command, key: names.stats(config.nodeId) } : undefined,
     log,
   });

@@ -187,6 +187,14 @@ function draw(id: string, labels: string[], xs: number[], ys: (number | null)[][
   el.dataset.points = String(xs.length);
   const last = ys.map((y) => y[y.length - 1] ?? null);
   el.dataset.last = JSON.stringify(last);
+  // The canvas says nothing to a screen reader: the newest values, in words.
+  let summary = el.querySelector<HTMLElement>('.sr-only');
+  if (summary === null) {
+    summary = document.createElement('span');
+    summary.className = 'sr-only';
+    el.querySelector('figcaption')?.append(summary);
+  }
+  summary.textContent = ` now: ${labels.map((l, i) => `${l} ${last[i] === null || last[i] === undefined ? 'no data' : fmt(last[i]!)}`).join(', ')}`;
 }
 
 type Agg = 'sum' | 'max';
@@ -371,6 +379,8 @@ interface Pager {
   next: string | null;
 }
 const ingestPager: Pager = { page: undefined, next: null };
+let ingestSeq = 0;
+let webhookSeq = 0;
 const webhookPager: Pager = { page: undefined, next: null };
 
 function actionButton(
@@ -411,6 +421,8 @@ function bodyCell(row: HTMLTableRowElement, body: string): void {
 
 async function loadIngestDead(cursor: string | undefined): Promise<void> {
   const status = $('ingest-dead-status');
+  // Only the newest request's answer is shown: an older one may list a letter retried since.
+  const seq = ++ingestSeq;
   const mine = session;
   try {
     const q = `limit=${DEAD_PAGE}${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`;
@@ -420,7 +432,7 @@ async function loadIngestDead(cursor: string | undefined): Promise<void> {
       items: IngestDead[];
       next_cursor: string | null;
     }>('GET', `/v1/admin/ingest/dead?${q}`);
-    if (mine !== session) return;
+    if (mine !== session || seq !== ingestSeq) return;
     ingestPager.page = cursor;
     ingestPager.next = page.next_cursor;
     $<HTMLButtonElement>('ingest-dead-more').disabled = page.next_cursor === null;
@@ -465,6 +477,7 @@ async function ingestAction(action: 'retry' | 'discard', id: string): Promise<vo
       await api('DELETE', `/v1/admin/ingest/dead/${encodeURIComponent(id)}`);
       status.textContent = `${id} discarded`;
     }
+    removeRow('ingest-dead-rows', id);
   } catch (err) {
     status.textContent = describe(err);
   }
@@ -473,8 +486,15 @@ async function ingestAction(action: 'retry' | 'discard', id: string): Promise<vo
   status.dataset.keep = '';
 }
 
+/** A letter retried or discarded leaves the page at once, not when the list is next read. */
+function removeRow(tbody: string, id: string): void {
+  for (const row of [...$<HTMLTableSectionElement>(tbody).rows]) if (row.dataset.id === id) row.remove();
+}
+
 async function loadWebhooks(cursor: string | undefined): Promise<void> {
   const status = $('webhook-status');
+  // Only the newest request's answer is shown: an older one may list a letter retried since.
+  const seq = ++webhookSeq;
   const mine = session;
   try {
     const stats = await api<{
@@ -484,7 +504,7 @@ async function loadWebhooks(cursor: string | undefined): Promise<void> {
       dead: number;
       receivers: { receiver: string; queued: number; retrying: number; dead: number }[];
     }>('GET', '/v1/admin/webhooks');
-    if (mine !== session) return;
+    if (mine !== session || seq !== webhookSeq) return;
     $('webhook-list').hidden = !stats.configured;
     if (!stats.configured) {
       status.textContent = 'webhooks not configured';
@@ -499,7 +519,7 @@ async function loadWebhooks(cursor: string | undefined): Promise<void> {
       'GET',
       `/v1/admin/webhooks/dead?${q}`,
     );
-    if (mine !== session) return;
+    if (mine !== session || seq !== webhookSeq) return;
     webhookPager.page = cursor;
     webhookPager.next = page.next_cursor;
     $<HTMLButtonElement>('webhook-dead-more').disabled = page.next_cursor === null;
@@ -536,6 +556,7 @@ async function webhookAction(action: 'retry' | 'discard', id: string): Promise<v
     if (action === 'retry') await api('POST', `/v1/admin/webhooks/dead/${encodeURIComponent(id)}/retry`);
     else await api('DELETE', `/v1/admin/webhooks/dead/${encodeURIComponent(id)}`);
     status.textContent = `${id} ${action === 'retry' ? 'queued again' : 'discarded'}`;
+    removeRow('webhook-dead-rows', id);
   } catch (err) {
     status.textContent = describe(err);
   }

@@ -25,7 +25,8 @@ export const NATIVE_ROOM = '$native';
  * the protocol rooms are not channels.
  */
 export function listsMembers(channel: string): boolean {
-  // `$broadcast` and the console's watch rooms (`$watch:user:<id>`) have no members to list.
+  // `$broadcast`, the protocol rooms and the console's watch rooms (`$watch:user:<id>`):
+  // no client can name a `$` room, and none has members to list.
   return !channel.startsWith('$');
 }
 

@@ -335,6 +335,36 @@ describe('console routes without webhooks, on Redis', () => {
     expect(m.value('pushrelay_console_actions_total', { action: 'discard', queue: 'ingest' })).toBe(1);
   });
 
+  it("retries an AnyCable dead letter onto AnyCable's stream, in its payload field", async () => {
+    const other = await start({
+      REDIS_URL: redis.url,
+      PUSHRELAY_PREFIX: 'consoleanycable',
+      PUSHRELAY_ANYCABLE: 'on',
+      PUSHRELAY_ANYCABLE_CHANNEL: '__anycable_console__',
+    });
+    try {
+      const r = redis.client();
+      await r.xadd('__anycable_console__', '*', 'payload', 'not json either');
+      const letter = await waitFor(async () => {
+        const res = await get<DeadBody>(`${other.url}/v1/admin/ingest/dead`);
+        return res.body.items.find((d) => d.source === 'anycable');
+      });
+      const retried = await post<{ requeued_as: string }>(
+        `${other.url}/v1/admin/ingest/dead/${letter.id}/retry`,
+        undefined,
+      );
+      expect(retried.status).toBe(200);
+      // Still not JSON: AnyCable's pipeline dead-letters it again, as the entry it was re-queued as.
+      const again = await waitFor(async () => {
+        const res = await get<DeadBody>(`${other.url}/v1/admin/ingest/dead`);
+        return res.body.items.find((d) => d.entry === retried.body.requeued_as);
+      });
+      expect(again).toMatchObject({ source: 'anycable', body: 'not json either' });
+    } finally {
+      await other.relay.close();
+    }
+  });
+
   it('refuses a dead-letter id that is not a stream id', async () => {
     const res = await post<ErrorBody>(`${node.url}/v1/admin/ingest/dead/..%2F..%2Fx/retry`, undefined);
     expect(res.status).toBe(400);
