@@ -290,6 +290,97 @@ export function renderTargets(cfg: BenchConfig, results: readonly SystemResult[]
   return lines.join('\n');
 }
 
+/** Each relay system's peer: plain Socket.IO in the same mode. */
+const PEERS: Record<string, string> = { pushrelay: 'socketio', 'pushrelay-cluster': 'socketio-cluster' };
+
+interface IssueTarget {
+  what: string;
+  limit: number;
+  /** The ratio in one pass, from that pass's figures of the relay and its peer. */
+  value: (f: Figures, peer: Figures) => number | undefined;
+  note?: string;
+}
+
+/**
+ * Issue 15's targets, each a ratio computed inside every pass (the relay and
+ * its peer measured in the same pass), then the median of the passes, marked
+ * met or not met.
+ */
+export function renderIssueTargets(cfg: BenchConfig, results: readonly SystemResult[]): string {
+  const passes = [...new Set(results.map((r) => r.run))].sort((a, b) => a - b);
+  const find = (id: string, run: number) => results.find((r) => r.def.id === id && r.run === run && !r.error);
+  const relays = Object.keys(PEERS).filter((id) => results.some((r) => r.def.id === id));
+  if (relays.length === 0) return '_No pushrelay system in this run._';
+  const targets = (id: string): IssueTarget[] => {
+    const standalone = id === 'pushrelay';
+    const list: IssueTarget[] = [
+      {
+        what: 'CPU per targeted publish ÷ peer',
+        limit: standalone ? 1.5 : 1.0,
+        value: (f, p) => ratio(f.targeted.cpuPerRequest, p.targeted.cpuPerRequest),
+        note: standalone ? 'goal beyond it: ≤ 1.0' : undefined,
+      },
+      {
+        what: `CPU per batch message (${cfg.batchSize} per request) ÷ its own targeted publish`,
+        limit: 0.5,
+        value: (f) => ratio(f.batch.cpuPerMessage, f.targeted.cpuPerRequest),
+      },
+      {
+        what: `e2e p99, targeted at ${cfg.targetedRate}/s ÷ peer`,
+        limit: 1.2,
+        value: (f, p) => ratio(f.targeted.p99, p.targeted.p99),
+      },
+    ];
+    for (const n of cfg.fanouts) {
+      list.push({
+        what: `broadcast CPU per delivery (${n.toLocaleString('en-US')}) ÷ peer`,
+        limit: 1.0,
+        value: (f, p) => ratio(f.broadcast[n]?.cpuPerDelivery, p.broadcast[n]?.cpuPerDelivery),
+      });
+    }
+    list.push(
+      {
+        what: 'idle memory per connection (JS heap + external) ÷ peer',
+        limit: 1.0,
+        value: (f, p) => ratio(f.heapKiB, p.heapKiB),
+      },
+      {
+        what: 'idle memory per connection (RSS) ÷ peer',
+        limit: 1.0,
+        value: (f, p) => ratio(f.memoryKiB, p.memoryKiB),
+      },
+    );
+    return list;
+  };
+  const head = ['system', 'target', 'limit', ...passes.map((p) => `pass ${p}`), 'median', 'verdict'];
+  const lines = [
+    `| ${head.join(' | ')} |`,
+    `| --- | --- | ---: | ${[...passes, 0, 0].map(() => '---:').join(' | ')} |`,
+  ];
+  for (const id of relays) {
+    const label = results.find((r) => r.def.id === id)!.def.label;
+    for (const t of targets(id)) {
+      const values = passes.map((run) => {
+        const r = find(id, run);
+        const p = find(PEERS[id]!, run);
+        return r && p ? t.value(figures(r, cfg.fanouts), figures(p, cfg.fanouts)) : undefined;
+      });
+      const m = median(values);
+      const verdict = m === undefined ? '–' : m <= t.limit ? 'met' : '**not met**';
+      lines.push(
+        `| ${label} | ${t.what}${t.note ? ` (${t.note})` : ''} | ≤ ${t.limit.toFixed(1)} | ${values.map(fmtRatio).join(' | ')} | ${fmtRatio(m)} | ${verdict} |`,
+      );
+    }
+    const runs = results.filter((r) => r.def.id === id).map((r) => figures(r, cfg.fanouts));
+    const lost = runs.reduce((a, f) => a + f.lost, 0);
+    const dup = runs.reduce((a, f) => a + f.duplicates, 0);
+    lines.push(
+      `| ${label} | lost / duplicated messages, all passes | 0 | ${passes.map(() => '').join(' | ')} | ${lost} / ${dup} | ${lost === 0 && dup === 0 ? 'met' : '**not met**'} |`,
+    );
+  }
+  return lines.join('\n');
+}
+
 function renderDetails(results: readonly SystemResult[]): string {
   const head =
     '| system | run | phase | requests | messages | delivered / expected | lost | dup | elapsed s | CPU nodes s | CPU Redis s | CPU load gen s | p50 ms | p99 ms | max ms |';
@@ -355,7 +446,16 @@ phases, measured by the load generator from the send time each message carries.
 Memory: growth of server RSS (after two forced GCs) from ${cfg.fanouts[0]} to ${cfg.fanouts[cfg.fanouts.length - 1]} idle
 connections, divided by the connections added (both nodes summed for clusters).
 
-## Targets
+## Issue 15 targets (ratio to the peer of each mode, per pass)
+
+${renderIssueTargets(cfg, results)}
+
+The peer of pushrelay standalone is plain Socket.IO on one node; the peer of
+pushrelay on 2 nodes + Redis is plain Socket.IO on 2 nodes with
+\`@socket.io/redis-adapter\` (Redis CPU counted in both). Per-node cost from 1
+to 4 nodes is measured by \`npm run bench:scale\` (below, when it ran).
+
+## Targets (ratio to the single-node baseline)
 
 ${renderTargets(cfg, results)}
 

@@ -13,6 +13,7 @@ import { registerPublisherAuth } from './http/auth.js';
 import { registerBodyParsers } from './http/body.js';
 import { registerEchoRoutes } from './http/echo.js';
 import { registerErrorHandlers } from './http/errors.js';
+import { installFastPath } from './http/fast.js';
 import { registerHealthRoutes } from './http/health.js';
 import { registerHistoryRoutes } from './http/history.js';
 import { registerIngestDeadRoutes } from './http/ingest-dead.js';
@@ -21,6 +22,7 @@ import { registerNodeRoutes } from './http/nodes.js';
 import { MemoryNonceStore, RedisNonceStore } from './http/nonces.js';
 import { registerPresenceRoutes } from './http/presence.js';
 import { registerPublishRoutes } from './http/publish.js';
+import { rateStores } from './http/ratelimit.js';
 import { registerStatsRoutes } from './http/stats.js';
 import { registerTailRoutes } from './http/tail.js';
 import { applyServerTimeouts, clientErrorHandler } from './http/timeouts.js';
@@ -288,13 +290,15 @@ export async function buildApp(
   registerBodyParsers(http, config.maxJsonDepth);
   registerErrorHandlers(http, metrics, config.maxPayloadBytes);
   registerPublisherAuth(http, config.keys, nonces);
+  const rateLimits = rateStores(redis?.command, names.rateLimit);
   if (config.rateLimit > 0) {
     await http.register(rateLimit, {
       global: false,
       max: config.rateLimit,
       timeWindow: 60_000,
       hook: 'preHandler',
-      ...(redis ? { redis: redis.command, nameSpace: names.rateLimit } : {}),
+      // Cluster-wide, with quota taken from Redis in slices rather than a round trip per request.
+      store: rateLimits.ctor,
       // A Redis outage must not turn into 500s here; the publish itself answers 503.
       skipOnError: true,
       keyGenerator: (request) => (request.publisher ? `key:${request.publisher.name}` : `ip:${request.ip}`),
@@ -340,6 +344,13 @@ export async function buildApp(
     sockets: () => nsp.sockets.size,
     draining: () => draining,
     webhookAdmin: options.webhookAdmin ?? (webhooks ? consoleWebhookAdmin(webhooks.admin) : undefined),
+    // Sampled every few seconds: the queue's own depth, not the console view (which reads dead letters).
+    webhookQueue: webhooks
+      ? async () => {
+          const s = await webhooks.admin.stats();
+          return Object.values(s.endpoints).reduce((n, e) => n + e.depth, 0);
+        }
+      : undefined,
   });
   registerAssetRoutes(http, { console: config.console });
   const redisTarget = config.redis;
@@ -381,6 +392,24 @@ export async function buildApp(
 
   await http.ready();
   webhooks?.start();
+  installFastPath(http.server, {
+    keys: config.keys,
+    ingest,
+    metrics,
+    log,
+    maxPayloadBytes: config.maxPayloadBytes,
+    maxJsonDepth: config.maxJsonDepth,
+    rateLimit:
+      config.rateLimit > 0
+        ? {
+            max: config.rateLimit,
+            windowMs: 60_000,
+            publish: rateLimits.forRoute('POST', '/v1/publish'),
+            batch: rateLimits.forRoute('POST', '/v1/batch'),
+            onExceeded: () => metrics.rateLimited.inc({ scope: 'publisher' }),
+          }
+        : undefined,
+  });
 
   if (config.generated.key || config.generated.jwtSecret) {
     log.warn(
@@ -499,6 +528,8 @@ function wireConsoleRoutes(
     sockets: () => number;
     draining: () => boolean;
     webhookAdmin: WebhookAdmin | undefined;
+    /** Deliveries waiting or retrying; defaults to the console view's queued + retrying. */
+    webhookQueue: (() => Promise<number>) | undefined;
   },
 ): Sampler {
   const { config, metrics, log, names, command, webhookAdmin } = deps;
@@ -509,12 +540,14 @@ function wireConsoleRoutes(
     nodeId: config.nodeId,
     sockets: deps.sockets,
     draining: deps.draining,
-    webhookQueue: webhookAdmin
-      ? async () => {
-          const s = await webhookAdmin.stats();
-          return s.queued + s.retrying;
-        }
-      : undefined,
+    webhookQueue:
+      deps.webhookQueue ??
+      (webhookAdmin
+        ? async () => {
+            const s = await webhookAdmin.stats();
+            return s.queued + s.retrying;
+          }
+        : undefined),
     redis: command ? { command, key: names.stats(config.nodeId) } : undefined,
     log,
   });

@@ -33,13 +33,18 @@ import type { Broker, ChannelTop, HistoryEntry, HistoryResult, PublishItem, Rete
 // stream and the meta hash after its history TTL (renewed by each publish),
 // the marker after the idempotency window. Reads create nothing.
 //
-// KEYS: per channel of each publication [stream, meta, appended-marker]
-// ARGV: new epoch, (unused), fan-out ('publish', 'spublish' or 'none'),
+// With counting on, it also answers each channel's presence counts hash
+// (node -> sockets), so one round trip writes the message and tells the
+// publisher who was online.
+//
+// KEYS: per channel of each publication [stream, meta, appended-marker, (counts)]
+// ARGV: new epoch, count ('1': KEYS carry counts), fan-out ('publish', 'spublish' or 'none'),
 //       then per publication [payload, ts, idempotency ttl ms (0: off), channel count,
 //       then per channel [history size, history ttl s, delivery channel]]
 // Returns per channel of each publication, flattened, "<offset>:<epoch>".
 const PUBLISH_LUA = `
 local newEpoch = ARGV[1]
+local counting = ARGV[2] == '1'
 local fanout = ARGV[3]
 local a = 4
 local k = 1
@@ -55,6 +60,11 @@ while a <= #ARGV do
     local size = tonumber(ARGV[a])
     local ttl = ARGV[a + 1]
     local chan = ARGV[a + 2]
+    local counts = false
+    if counting then
+      counts = KEYS[k + 3]
+      k = k + 1
+    end
     k = k + 3
     a = a + 3
     local prev = false
@@ -79,6 +89,7 @@ while a <= #ARGV do
       if idemTtl > 0 then redis.call('set', marker, pos, 'PX', idemTtl) end
       out[#out + 1] = pos
     end
+    if counts then out[#out + 1] = redis.call('hgetall', counts) end
   end
 end
 return out
@@ -242,17 +253,47 @@ export class RedisBroker implements Broker {
     return items.map((i) => i.channels.map(() => parsePosition(reply[next++]!)));
   }
 
+  /** One script call for the whole batch, answering positions and presence counts per channel. */
+  async publishManyCounted(
+    items: readonly PublishItem[],
+  ): Promise<{ positions: Position[][]; counts: string[][][] } | undefined> {
+    if (this.sharded || this.durability.replicas > 0) return undefined;
+    const encoded = items
+      .filter((i) => i.channels.length > 0)
+      .map((i) => ({ ...i, payload: encodePublication(i.publication) }));
+    if (encoded.length === 0) return { positions: items.map(() => []), counts: items.map(() => []) };
+    const reply = (await this.run(() =>
+      this.cmd.relayPublish(...this.scriptArgs('publish', encoded, true)),
+    )) as unknown as (string | string[])[];
+    let next = 0;
+    const positions: Position[][] = [];
+    const counts: string[][][] = [];
+    for (const i of items) {
+      const p: Position[] = [];
+      const c: string[][] = [];
+      for (let j = 0; j < i.channels.length; j++) {
+        p.push(parsePosition(reply[next++] as string));
+        c.push(reply[next++] as string[]);
+      }
+      positions.push(p);
+      counts.push(c);
+    }
+    return { positions, counts };
+  }
+
   private scriptArgs(
     fanout: 'publish' | 'spublish' | 'none',
     items: readonly (PublishItem & { payload: string })[],
+    counting = false,
   ): [number, ...(string | number)[]] {
     const keys: string[] = [];
-    const argv: (string | number)[] = [this.newEpoch(), 0, fanout];
+    const argv: (string | number)[] = [this.newEpoch(), counting ? '1' : '0', fanout];
     for (const { publication, channels, idempotent, payload, key } of items) {
       argv.push(payload, publication.ts, idempotent ? this.idempotencyMs : 0, channels.length);
       for (const c of channels) {
         const r = this.retention(c);
         keys.push(this.names.stream(c), this.names.meta(c), this.names.appended(c, key ?? publication.id));
+        if (counting) keys.push(this.names.counts(c));
         argv.push(r.size, r.ttl, this.names.deliver(c));
       }
     }

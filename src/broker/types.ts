@@ -70,6 +70,15 @@ export interface Broker {
    * trips as the deployment allows; answers the positions of each.
    */
   publishMany(items: readonly PublishItem[]): Promise<Position[][]>;
+  /**
+   * publishMany that also reads each target channel's presence counts hash
+   * (node -> sockets, flattened) in the same step: one round trip for the
+   * write and the online count. Undefined, having done nothing, where the
+   * deployment cannot do both in one step (Redis Cluster, waiting for replicas).
+   */
+  publishManyCounted?(
+    items: readonly PublishItem[],
+  ): Promise<{ positions: Position[][]; counts: (readonly string[])[][] } | undefined>;
   /** Starts receiving deliveries for a channel on this node; resolves once none can be missed. */
   subscribe(channel: string): Promise<void>;
   unsubscribe(channel: string): Promise<void>;

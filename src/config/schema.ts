@@ -284,9 +284,7 @@ export function parseKeys(raw: string | undefined): PublisherKey[] {
     if (entry === '') continue;
     const parts = entry.split(':');
     if (parts.length < 2 || parts.length > 3) {
-      throw new InvalidValue(
-        `each key must be name:secret or name:secret:scope+scope, got "${redact(entry)}"`,
-      );
+      throw new InvalidValue(`each key must be name:secret or name:secret:scope+scope, got ${redact(entry)}`);
     }
     const [name = '', secret = '', scopeList] = parts;
     if (!/^[A-Za-z0-9_.-]{1,64}$/.test(name)) {
@@ -314,8 +312,10 @@ export function parseKeys(raw: string | undefined): PublisherKey[] {
 }
 
 function redact(entry: string): string {
+  // Without a colon the entry may be the secret alone: show none of it.
+  if (!entry.includes(':')) return 'an entry without a colon';
   const [name] = entry.split(':');
-  return `${name}:***`;
+  return `"${name}:***"`;
 }
 
 /** Per channel namespace options (the part of a channel name before the first ':'). */
@@ -600,10 +600,14 @@ export const schema = {
           try {
             u = new URL(s);
           } catch {
-            throw new InvalidValue(`must be http: or https: URLs, got "${s}"`);
+            throw new InvalidValue(`must be http: or https: URLs, got "${redactUrl(s)}"`);
           }
           if (u.protocol !== 'http:' && u.protocol !== 'https:')
             throw new InvalidValue(`must be http: or https: URLs, got "${u.protocol}"`);
+          if (u.username !== '' || u.password !== '') {
+            // fetch() refuses such a URL, and its error would print the password in every log line.
+            throw new InvalidValue(`must not carry credentials (user:password@), got "${redactUrl(s)}"`);
+          }
           return u;
         });
     },
@@ -818,7 +822,8 @@ export const schema = {
           const key = pair.slice(at + 1);
           if (at <= 0 || key === '' || !/^[A-Za-z0-9_.-]{1,100}$/.test(appId)) {
             throw new InvalidValue(
-              `each entry must be appId:key (appId of A-Z a-z 0-9 _ . -), got "${pair.slice(0, at > 0 ? at : 20)}:..."`,
+              // Without a colon the entry may be the key alone: show none of it.
+              `each entry must be appId:key (appId of A-Z a-z 0-9 _ . -), got ${at > 0 ? `"${pair.slice(0, at)}:..."` : 'an entry without a colon'}`,
             );
           }
           return { appId, key };

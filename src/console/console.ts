@@ -65,6 +65,8 @@ const $ = <T extends HTMLElement = HTMLElement>(id: string): T => {
 };
 
 let secret = '';
+/** Bumped at sign-in and sign-out: a poll answered after the operator left is dropped, not rescheduled. */
+let session = 0;
 let pollTimer: ReturnType<typeof setTimeout> | undefined;
 let polls = 0;
 let intervalMs = 5000;
@@ -185,6 +187,14 @@ function draw(id: string, labels: string[], xs: number[], ys: (number | null)[][
   el.dataset.points = String(xs.length);
   const last = ys.map((y) => y[y.length - 1] ?? null);
   el.dataset.last = JSON.stringify(last);
+  // The canvas says nothing to a screen reader: the newest values, in words.
+  let summary = el.querySelector<HTMLElement>('.sr-only');
+  if (summary === null) {
+    summary = document.createElement('span');
+    summary.className = 'sr-only';
+    el.querySelector('figcaption')?.append(summary);
+  }
+  summary.textContent = ` now: ${labels.map((l, i) => `${l} ${last[i] === null || last[i] === undefined ? 'no data' : fmt(last[i]!)}`).join(', ')}`;
 }
 
 type Agg = 'sum' | 'max';
@@ -255,6 +265,8 @@ function drawCharts(): void {
     }, 0);
   $('rate-publishes').textContent = fmt(newest((s) => Object.values(s.publishes).reduce((a, b) => a + b, 0)));
   $('rate-deliveries').textContent = fmt(newest((s) => s.deliveries));
+  // Entries of the ingest stream read by no node yet or not finished, summed over the nodes working on it.
+  $('ingest-pending').textContent = String(newest((s) => s.ingest_pending));
 }
 
 function merge(answer: StatsAnswer): void {
@@ -322,14 +334,17 @@ function since(): number {
 }
 
 async function poll(): Promise<void> {
+  const mine = session;
   try {
     const answer = await api<StatsAnswer>('GET', `/v1/admin/stats?since=${since()}`);
+    if (mine !== session) return;
     merge(answer);
     showNodes(answer);
     drawCharts();
     $('updated').textContent = `updated ${new Date().toLocaleTimeString()}`;
     if (++polls % DEAD_REFRESH_POLLS === 0) refreshDeadLetters();
   } catch (err) {
+    if (mine !== session) return;
     if (err instanceof ApiError && (err.status === 401 || err.status === 403)) {
       signOut(err.message);
       return;
@@ -364,6 +379,8 @@ interface Pager {
   next: string | null;
 }
 const ingestPager: Pager = { page: undefined, next: null };
+let ingestSeq = 0;
+let webhookSeq = 0;
 const webhookPager: Pager = { page: undefined, next: null };
 
 function actionButton(
@@ -404,6 +421,9 @@ function bodyCell(row: HTMLTableRowElement, body: string): void {
 
 async function loadIngestDead(cursor: string | undefined): Promise<void> {
   const status = $('ingest-dead-status');
+  // Only the newest request's answer is shown: an older one may list a letter retried since.
+  const seq = ++ingestSeq;
+  const mine = session;
   try {
     const q = `limit=${DEAD_PAGE}${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`;
     const page = await api<{
@@ -412,11 +432,13 @@ async function loadIngestDead(cursor: string | undefined): Promise<void> {
       items: IngestDead[];
       next_cursor: string | null;
     }>('GET', `/v1/admin/ingest/dead?${q}`);
+    if (mine !== session || seq !== ingestSeq) return;
     ingestPager.page = cursor;
     ingestPager.next = page.next_cursor;
     $<HTMLButtonElement>('ingest-dead-more').disabled = page.next_cursor === null;
     const tbody = $<HTMLTableSectionElement>('ingest-dead-rows');
     tbody.replaceChildren();
+    $('ingest-list').hidden = !page.available;
     if (!page.available) {
       status.textContent = 'the ingest stream needs Redis: this node runs standalone';
       $('ingest-dead-total').textContent = '';
@@ -455,6 +477,7 @@ async function ingestAction(action: 'retry' | 'discard', id: string): Promise<vo
       await api('DELETE', `/v1/admin/ingest/dead/${encodeURIComponent(id)}`);
       status.textContent = `${id} discarded`;
     }
+    removeRow('ingest-dead-rows', id);
   } catch (err) {
     status.textContent = describe(err);
   }
@@ -463,8 +486,16 @@ async function ingestAction(action: 'retry' | 'discard', id: string): Promise<vo
   status.dataset.keep = '';
 }
 
+/** A letter retried or discarded leaves the page at once, not when the list is next read. */
+function removeRow(tbody: string, id: string): void {
+  for (const row of [...$<HTMLTableSectionElement>(tbody).rows]) if (row.dataset.id === id) row.remove();
+}
+
 async function loadWebhooks(cursor: string | undefined): Promise<void> {
   const status = $('webhook-status');
+  // Only the newest request's answer is shown: an older one may list a letter retried since.
+  const seq = ++webhookSeq;
+  const mine = session;
   try {
     const stats = await api<{
       configured: boolean;
@@ -473,6 +504,7 @@ async function loadWebhooks(cursor: string | undefined): Promise<void> {
       dead: number;
       receivers: { receiver: string; queued: number; retrying: number; dead: number }[];
     }>('GET', '/v1/admin/webhooks');
+    if (mine !== session || seq !== webhookSeq) return;
     $('webhook-list').hidden = !stats.configured;
     if (!stats.configured) {
       status.textContent = 'webhooks not configured';
@@ -487,6 +519,7 @@ async function loadWebhooks(cursor: string | undefined): Promise<void> {
       'GET',
       `/v1/admin/webhooks/dead?${q}`,
     );
+    if (mine !== session || seq !== webhookSeq) return;
     webhookPager.page = cursor;
     webhookPager.next = page.next_cursor;
     $<HTMLButtonElement>('webhook-dead-more').disabled = page.next_cursor === null;
@@ -523,6 +556,7 @@ async function webhookAction(action: 'retry' | 'discard', id: string): Promise<v
     if (action === 'retry') await api('POST', `/v1/admin/webhooks/dead/${encodeURIComponent(id)}/retry`);
     else await api('DELETE', `/v1/admin/webhooks/dead/${encodeURIComponent(id)}`);
     status.textContent = `${id} ${action === 'retry' ? 'queued again' : 'discarded'}`;
+    removeRow('webhook-dead-rows', id);
   } catch (err) {
     status.textContent = describe(err);
   }
@@ -556,6 +590,7 @@ async function signIn(event: SubmitEvent): Promise<void> {
     return;
   }
   $<HTMLInputElement>('secret').value = '';
+  session++;
   $('login').hidden = true;
   $('app').hidden = false;
   $('sign-out').hidden = false;
@@ -569,6 +604,7 @@ async function signIn(event: SubmitEvent): Promise<void> {
 
 function signOut(reason = ''): void {
   secret = '';
+  session++;
   clearTimeout(pollTimer);
   stopTail();
   history.clear();
@@ -661,7 +697,7 @@ function addTailRow(data: unknown, meta: Meta): void {
   cell(row, new Date(meta.ts).toLocaleTimeString());
   cell(row, meta.event);
   cell(row, String(meta.offset));
-  cell(row, JSON.stringify(data), 'data');
+  bodyCell(row, JSON.stringify(data));
   while (tbody.rows.length > TAIL_ROWS) tbody.deleteRow(-1);
 }
 

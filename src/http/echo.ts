@@ -87,7 +87,7 @@ export function registerEchoRoutes(app: HttpApp, deps: EchoApiDeps): void {
     scope.post(
       '/apps/:appId/events',
       {
-        preHandler: async (request) => authorize(request),
+        onRequest: async (request) => authorize(request),
         schema: {
           params: AppParams,
           querystring: AuthQuery,
@@ -133,7 +133,8 @@ export function registerEchoRoutes(app: HttpApp, deps: EchoApiDeps): void {
     );
   });
 
-  const read = { preHandler: async (request: FastifyRequest) => authorize(request) };
+  // Checked before the body is read, as the publisher key is.
+  const read = { onRequest: async (request: FastifyRequest) => authorize(request) };
 
   app.get(
     '/apps/:appId/status',

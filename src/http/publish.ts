@@ -1,7 +1,8 @@
 import type { FastifyRequest } from 'fastify';
 import { Type } from 'typebox';
+import type { PublisherKey } from '../config/index.js';
 import { RelayError } from '../errors.js';
-import type { Ingest } from '../ingest/ingest.js';
+import type { Ingest, PublishResult } from '../ingest/ingest.js';
 import { BatchBody, PublishBody } from '../ingest/schema.js';
 import { type FormBody, jsonOrString } from './body.js';
 import { errorResponses, PublishResultSchema } from './schemas.js';
@@ -60,29 +61,38 @@ export function registerPublishRoutes(app: HttpApp, ingest: Ingest, maxJsonDepth
       },
     },
     async (request, reply) => {
-      const outcomes = await ingest.publishBatch(request.body.messages, 'batch', {
-        scope: keyScope(request),
-      });
-      const failed = outcomes.find((o) => !o.ok);
-      if (failed && !failed.ok) {
-        // Nothing is acknowledged unless all of it is. The broker may have
-        // taken part of it before failing; a retry of the batch completes it,
-        // and messages with an id are not delivered twice.
-        throw new RelayError(
-          failed.error.code,
-          `the batch was not acknowledged: ${failed.error.message}; retry it (messages with an id are not delivered twice)`,
-          failed.error.retryAfter,
-        );
-      }
+      const results = await batchAnswer(ingest, request.body.messages, keyScope(request));
       reply.code(200);
-      return {
-        results: outcomes.map((o) => (o.ok ? { ok: true as const, ...o.result } : (undefined as never))),
-      };
+      return { results: results.map((r) => ({ ok: true as const, ...r })) };
     },
   );
 }
 
+/** A batch's results, or the error that answers it: nothing is acknowledged unless all of it is. */
+export async function batchAnswer(
+  ingest: Ingest,
+  messages: readonly PublishBody[],
+  scope: string | undefined,
+): Promise<PublishResult[]> {
+  const outcomes = await ingest.publishBatch(messages, 'batch', { scope });
+  const failed = outcomes.find((o) => !o.ok);
+  if (failed && !failed.ok) {
+    // The broker may have taken part of it before failing; a retry of the
+    // batch completes it, and messages with an id are not delivered twice.
+    throw new RelayError(
+      failed.error.code,
+      `the batch was not acknowledged: ${failed.error.message}; retry it (messages with an id are not delivered twice)`,
+      failed.error.retryAfter,
+    );
+  }
+  return outcomes.map((o) => (o.ok ? o.result : (undefined as never)));
+}
+
 /** Idempotency ids are the publisher key's own: another key using the same id neither suppresses nor answers for it. */
-export function keyScope(request: FastifyRequest): string | undefined {
-  return request.publisher ? `key:${request.publisher.name}` : undefined;
+export function publisherScope(key: PublisherKey): string {
+  return `key:${key.name}`;
+}
+
+function keyScope(request: FastifyRequest): string | undefined {
+  return request.publisher ? publisherScope(request.publisher) : undefined;
 }

@@ -90,7 +90,15 @@ export function registerStatsRoutes(
           return { samples: local.filter((s) => s.ts > since), newest: local[local.length - 1] };
         }
         const raw = await deps.redis.command.lrange(deps.redis.names.stats(id), 0, Math.max(0, wanted - 1));
-        const parsed = raw.map((text) => JSON.parse(text) as Sample);
+        const parsed = raw.flatMap((text): Sample[] => {
+          // Written by another node, maybe of another version: a sample this one cannot read is skipped.
+          try {
+            const s = JSON.parse(text) as Sample;
+            return typeof s?.ts === 'number' ? [s] : [];
+          } catch {
+            return [];
+          }
+        });
         return { samples: parsed.filter((s) => s.ts > since).reverse(), newest: parsed[0] };
       };
       const all = await Promise.all(nodes.map((n) => samplesOf(n.id)));

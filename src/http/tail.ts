@@ -2,7 +2,7 @@ import { decodeJwt } from 'jose';
 import { Type } from 'typebox';
 import type { Config } from '../config/index.js';
 import { RelayError } from '../errors.js';
-import { assertClientChannel, BROADCAST_CHANNEL } from '../ingest/message.js';
+import { assertClientChannel, assertUserId, BROADCAST_CHANNEL, USER_NAMESPACE } from '../ingest/message.js';
 import { mintToken } from '../realtime/mint.js';
 import { errorResponses } from './schemas.js';
 import type { HttpApp } from './types.js';
@@ -18,9 +18,11 @@ export function tailUser(keyName: string): string {
 /**
  * Lets an admin key watch one channel the way a client would: the relay signs
  * a short-lived client token whose only channel is that one. Nothing new is
- * trusted: the token is an ordinary one, checked like any other at connect,
- * and it cannot name a user's own channel (those are not subscribable).
- * `$broadcast` needs no channel in the token: every socket receives it.
+ * trusted: the token is an ordinary one, checked like any other at connect.
+ * `$broadcast` needs no channel in the token: every socket receives it. A
+ * user's own channel (`user:<id>`) goes in the token's `watch` claim: the
+ * tail socket receives what the user receives without being the user, so
+ * presence does not count the user online because an operator is watching.
  */
 export function registerTailRoutes(app: HttpApp, config: Config): void {
   app.post(
@@ -44,7 +46,10 @@ export function registerTailRoutes(app: HttpApp, config: Config): void {
       const { channel } = request.params;
       // Every socket is in the broadcast channel: its token needs no channel for it.
       const broadcast = channel === BROADCAST_CHANNEL;
-      if (!broadcast) assertClientChannel(channel);
+      // A user's own channel is watched (the `watch` claim), never joined: the user is not counted online.
+      const watch = channel.startsWith(`${USER_NAMESPACE}:`) ? channel : undefined;
+      if (watch !== undefined) assertUserId(watch.slice(USER_NAMESPACE.length + 1));
+      else if (!broadcast) assertClientChannel(channel);
       if (config.jwtSecret === undefined) {
         throw new RelayError(
           'not_found',
@@ -53,7 +58,8 @@ export function registerTailRoutes(app: HttpApp, config: Config): void {
       }
       const user = tailUser(request.publisher!.name);
       const token = await mintToken(config.jwtSecret, user, {
-        channels: broadcast ? [] : [channel],
+        channels: broadcast || watch !== undefined ? [] : [channel],
+        ...(watch !== undefined ? { watch } : {}),
         ttlSeconds: TAIL_TOKEN_SECONDS,
         audience: config.jwtAudience,
         issuer: config.jwtIssuer,

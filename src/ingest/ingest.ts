@@ -81,6 +81,8 @@ interface Plan {
   /** Digest of what the publish asks for (event, data, targets), kept with its answer: a repeat of its id must match it. */
   readonly digest: string;
   readonly exceptSockets: readonly string[];
+  /** Whether every channel its answer counts is one of its targets (not a broadcast, no separate audience). */
+  readonly countsTargets: boolean;
 }
 
 export interface IngestDeps {
@@ -186,6 +188,7 @@ export class Ingest {
             ? body.id
             : `${options.scope}/${body.id}`,
       digest: body.id === undefined ? '' : digest(body.event, data, users, channels, broadcast, except),
+      countsTargets: !broadcast && options.audience === undefined,
     };
   }
 
@@ -223,17 +226,32 @@ export class Ingest {
     });
     if (fresh.length === 0) return out as PublishResult[];
 
-    const [positions, online] = await Promise.all([
-      broker.publishMany(
-        fresh.map((f) => ({
-          publication: f.publication,
-          channels: f.targets,
-          idempotent: f.plan.body.id !== undefined,
-          key: f.plan.resultKey,
-        })),
-      ),
-      this.countOnline(fresh.map((f) => f.plan)),
-    ]);
+    const items = fresh.map((f) => ({
+      publication: f.publication,
+      channels: f.targets,
+      idempotent: f.plan.body.id !== undefined,
+      key: f.plan.resultKey,
+    }));
+    const freshPlans = fresh.map((f) => f.plan);
+    let positions: Position[][];
+    let online: { online: PublishResult['online']; offline: string[] }[];
+    // Where every channel to count is a target, the write and the count are one step.
+    const counted =
+      this.deps.presence.countFrom && fresh.every((f) => f.plan.countsTargets)
+        ? await broker.publishManyCounted?.(items)
+        : undefined;
+    if (counted) {
+      positions = counted.positions;
+      const sockets = this.deps.presence.countFrom?.(counted.counts.flat());
+      if (sockets) {
+        const count = new Map<string, number>();
+        let n = 0;
+        for (const f of fresh) for (const t of f.targets) count.set(t, sockets[n++] ?? 0);
+        online = tally(freshPlans, count, 0);
+      } else online = await this.countOnline(freshPlans);
+    } else {
+      [positions, online] = await Promise.all([broker.publishMany(items), this.countOnline(freshPlans)]);
+    }
     const made = fresh.map((f, i): PublishResult => {
       const channels: Record<string, Position> = {};
       f.targets.forEach((t, j) => {
@@ -279,24 +297,33 @@ export class Ingest {
     ]);
     const count = new Map(channels.map((c, i) => [c, counts[i] ?? 0]));
     const total = nodes?.reduce((n, node) => n + node.sockets, 0) ?? 0;
-    return plans.map((p) => {
-      if (p.broadcast) {
-        const excluded = p.except.reduce((n, u) => n + (count.get(userChannel(u)) ?? 0), 0);
-        return { online: { users: 0, sockets: Math.max(0, total - excluded) }, offline: [] };
-      }
-      const offline: string[] = [];
-      let users = 0;
-      let sockets = 0;
-      for (const u of p.audience) {
-        const n = count.get(userChannel(u)) ?? 0;
-        sockets += n;
-        if (n > 0) users++;
-        else offline.push(u);
-      }
-      for (const c of p.channels) sockets += count.get(c) ?? 0;
-      return { online: { users, sockets }, offline };
-    });
+    return tally(plans, count, total);
   }
+}
+
+/** Who each publish reached, from socket counts per channel (and the cluster's total, for broadcasts). */
+function tally(
+  plans: readonly Plan[],
+  count: ReadonlyMap<string, number>,
+  total: number,
+): { online: PublishResult['online']; offline: string[] }[] {
+  return plans.map((p) => {
+    if (p.broadcast) {
+      const excluded = p.except.reduce((n, u) => n + (count.get(userChannel(u)) ?? 0), 0);
+      return { online: { users: 0, sockets: Math.max(0, total - excluded) }, offline: [] };
+    }
+    const offline: string[] = [];
+    let users = 0;
+    let sockets = 0;
+    for (const u of p.audience) {
+      const n = count.get(userChannel(u)) ?? 0;
+      sockets += n;
+      if (n > 0) users++;
+      else offline.push(u);
+    }
+    for (const c of p.channels) sockets += count.get(c) ?? 0;
+    return { online: { users, sockets }, offline };
+  });
 }
 
 /** The stored answer for a repeated id, or idempotency_conflict when the repeat asks for something else. */

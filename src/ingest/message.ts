@@ -25,7 +25,23 @@ export const NATIVE_ROOM = '$native';
  * the protocol rooms are not channels.
  */
 export function listsMembers(channel: string): boolean {
-  return channel !== BROADCAST_CHANNEL && channel !== ECHO_ROOM && channel !== NATIVE_ROOM;
+  // `$broadcast`, the protocol rooms and the console's watch rooms (`$watch:user:<id>`):
+  // no client can name a `$` room, and none has members to list.
+  return !channel.startsWith('$');
+}
+
+/**
+ * The room an operator's tail socket joins to watch a user's own channel:
+ * it receives what the user receives without being in `user:<id>`, so the
+ * user is not counted online, and the watcher is in no presence list.
+ */
+export function watchRoom(channel: string): string {
+  return `$watch:${channel}`;
+}
+
+/** Inverse of `watchRoom`; undefined for other rooms. */
+export function watchedChannel(room: string): string | undefined {
+  return room.startsWith('$watch:') ? room.slice('$watch:'.length) : undefined;
 }
 export const USER_NAMESPACE = 'user';
 

@@ -65,7 +65,7 @@ export function createMetrics() {
     }),
     publishes: new Counter({
       name: 'pushrelay_publish_messages_total',
-      help: 'Publishes handled by this node, by source (http, batch, legacy, socket, redis, stream, actioncable, anycable) and outcome (ok, duplicate or an error code)',
+      help: 'Publishes handled by this node, by source (http, batch, legacy, socket, redis, stream, actioncable, anycable, laravel, echo) and outcome (ok, duplicate or an error code)',
       labelNames: ['source', 'outcome'] as const,
       registers: [registry],
     }),
@@ -211,7 +211,7 @@ export function createMetrics() {
     }),
     ingestMalformed: new Counter({
       name: 'pushrelay_ingest_malformed_total',
-      help: 'Messages from a Redis source (raw pub/sub, the ingest stream, ActionCable, AnyCable) that were refused as malformed, by source and error code',
+      help: 'Messages from a Redis source (raw pub/sub, the ingest stream, ActionCable, AnyCable, Laravel) that were refused as malformed, by source and error code',
       labelNames: ['source', 'code'] as const,
       registers: [registry],
     }),
@@ -282,7 +282,7 @@ export function createMetrics() {
     }),
     echoSubscriptions: new Counter({
       name: 'pushrelay_echo_subscriptions_total',
-      help: 'Laravel Echo subscribe requests, by kind (public, private, presence) and outcome: ok, or why it was refused (invalid_channel, too_many_channels, auth_refused, auth_failed, auth_timeout, auth_garbage, auth_overloaded, no_auth_url, unavailable)',
+      help: 'Laravel Echo subscribe requests, by kind (public, private, presence) and outcome: ok, or why it was refused (invalid_channel, not_public, too_many_channels, auth_refused, auth_failed, auth_timeout, auth_garbage, auth_overloaded, no_auth_url, unavailable)',
       labelNames: ['kind', 'outcome'] as const,
       registers: [registry],
     }),

@@ -182,6 +182,8 @@ export class RedisPresence implements Presence {
   /** The next flush deletes this node's channel set before writing it again (re-registration). */
   private resetChannelSet = false;
   private alive = new Set<string>();
+  /** Last heartbeat (ms) of each node alive at this node's last heartbeat; undefined before the first. */
+  private beats: Map<string, number> | undefined;
   /** Set when writes may have been lost: everything is written again on the next heartbeat. */
   private dirty = false;
   /** Channels of writes that failed: they may hold entries of sockets that have gone since. */
@@ -271,6 +273,31 @@ export class RedisPresence implements Presence {
       }
       return total;
     });
+  }
+
+  countFrom(hashes: readonly (readonly string[])[]): number[] | undefined {
+    const beats = this.beats;
+    if (beats === undefined) return undefined;
+    // A node counts until its last known heartbeat is a TTL old: the same
+    // rule as count(), with heartbeats at most a third of a TTL out of date
+    // (a live node beats again before it could fall out).
+    const since = Date.now() - this.ttlSeconds * 1000;
+    const totals: number[] = [];
+    for (const flat of hashes) {
+      let total = 0;
+      for (let i = 0; i + 1 < flat.length; i += 2) {
+        const node = flat[i]!;
+        if (node === this.nodeId) total += Number(flat[i + 1]);
+        else {
+          const beat = beats.get(node);
+          // A node that joined since this one last read the heartbeats: only Redis knows (count()).
+          if (beat === undefined) return undefined;
+          if (beat >= since) total += Number(flat[i + 1]);
+        }
+      }
+      totals.push(total);
+    }
+    return totals;
   }
 
   async members(channel: string): Promise<ChannelMember[]> {
@@ -505,7 +532,7 @@ export class RedisPresence implements Presence {
         op(nodes, (p, k) => p.zadd(k, now, this.nodeId)),
         op(node, (p, k) => p.hset(k, { sockets, users, startedAt: this.startedAt, ...counters })),
         op(node, (p, k) => p.expire(k, this.ttlSeconds * 3)),
-        op(nodes, (p, k) => p.zrangebyscore(k, now - ttlMs, '+inf')),
+        op(nodes, (p, k) => p.zrangebyscore(k, now - ttlMs, '+inf', 'WITHSCORES')),
         op(nodes, (p, k) => p.zrangebyscore(k, '-inf', `(${now - ttlMs}`)),
       ]);
       const added = results[0] === 1;
@@ -523,7 +550,11 @@ export class RedisPresence implements Presence {
           );
         this.register(undefined, added);
       }
-      this.alive = new Set([...(results[3] as string[]), this.nodeId]);
+      const withScores = results[3] as string[];
+      const beats = new Map<string, number>();
+      for (let i = 0; i + 1 < withScores.length; i += 2) beats.set(withScores[i]!, Number(withScores[i + 1]));
+      this.beats = beats;
+      this.alive = new Set([...beats.keys(), this.nodeId]);
       const dead = (results[4] as string[]).filter((id) => id !== this.nodeId);
       if (dead.length > 0 && !this.cleaning && now >= this.cleanFrom) void this.cleanUp(dead);
     } catch {

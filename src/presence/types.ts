@@ -134,6 +134,13 @@ export interface Presence {
   leave(channel: string, socketId: string): Promise<void>;
   /** Sockets in each channel, cluster-wide. */
   count(channels: readonly string[]): Promise<number[]>;
+  /**
+   * The same count from per-channel counts hashes (node -> sockets) that were
+   * read elsewhere (the publish script reads them in its own step), counting
+   * only nodes alive as of the last heartbeat; undefined while this node does
+   * not know yet which nodes are alive. Only drivers that keep such hashes.
+   */
+  countFrom?(hashes: readonly (readonly string[])[]): number[] | undefined;
   /** Users in a channel with their socket counts and `user_info`, cluster-wide, sorted by user. */
   members(channel: string): Promise<ChannelMember[]>;
   /** Live nodes. */

@@ -95,6 +95,8 @@ export interface SocketData {
   patterns: readonly string[];
   /** The token's `user_info` claim as JSON text: the socket's presence info in every channel. */
   userInfo?: string | undefined;
+  /** The token's `watch` claim: a user's own channel the socket receives too (the console's tail). */
+  watch?: string | undefined;
   /**
    * Who the socket is in particular channels, where that is not `user` with
    * `userInfo` (Laravel Echo's presence channels take it from the auth

@@ -11,7 +11,10 @@ import {
   malformedReason,
   NATIVE_ROOM,
   UNBORN_EPOCH,
+  USER_NAMESPACE,
   userChannel,
+  watchedChannel,
+  watchRoom,
 } from '../ingest/message.js';
 import type { Metrics } from '../metrics/index.js';
 import { infoValue, type Member, type Presence, type PresenceEvent } from '../presence/index.js';
@@ -87,7 +90,7 @@ export class Hub {
       io.of('/').sockets.get(id)?.data.presenceAs?.delete(room);
       this.presence.leave(room, id).catch(() => {});
     });
-    adapter.on('delete-room', (room: string) => this.scheduleUnsubscribe(room));
+    adapter.on('delete-room', (room: string) => this.scheduleUnsubscribe(watchedChannel(room) ?? room));
     presence.onEvent((event) => this.notifyPresence(event));
   }
   /**
@@ -192,6 +195,24 @@ export class Hub {
       this.log.debug({ channel, err: (err as Error).message }, 'presence write deferred');
     });
     return answer;
+  }
+
+  /**
+   * Lets a socket receive a user's own channel from now on without joining
+   * it (the console's tail): it is in the channel's watch room, which every
+   * delivery to the channel on this node reaches too. No presence, no
+   * recovery.
+   */
+  async watch(socket: RelaySocket, channel: string): Promise<ChannelAnswer> {
+    const state = this.acquire(channel);
+    try {
+      await state.ready;
+      if (!socket.disconnected) socket.join(watchRoom(channel));
+      this.drain(state);
+      return { offset: state.delivered, epoch: state.epoch, recovered: false };
+    } finally {
+      this.release(state);
+    }
   }
 
   detach(socket: RelaySocket, channel: string): void {
@@ -385,16 +406,25 @@ export class Hub {
     state.delivered = offset;
     state.lastId = message.id;
     state.lastTs = Math.max(state.lastTs, message.ts);
-    let target = this.io.local.to(state.name);
+    let target = this.io.local.to(
+      state.name.startsWith(`${USER_NAMESPACE}:`) ? [state.name, watchRoom(state.name)] : state.name,
+    );
     if (message.except && message.except.length > 0) target = target.except(message.except.map(userChannel));
     if (message.exceptSockets && message.exceptSockets.length > 0)
       target = target.except([...message.exceptSockets]);
     if (this.echo) {
       // Echo sockets take the same message in their own shape: emit(event, channel, data).
-      target.except(NATIVE_ROOM).emit(message.event, state.name, message.data);
-      target = target.except(ECHO_ROOM);
+      // Each shape is encoded only when this node has sockets speaking it.
+      const rooms = this.io.of('/').adapter.rooms;
+      if ((rooms.get(ECHO_ROOM)?.size ?? 0) > 0) {
+        target.except(NATIVE_ROOM).emit(message.event, state.name, message.data);
+      }
+      if ((rooms.get(NATIVE_ROOM)?.size ?? 0) > 0) {
+        target.except(ECHO_ROOM).emit(message.event, message.data, meta(state.name, offset, epoch, message));
+      }
+    } else {
+      target.emit(message.event, message.data, meta(state.name, offset, epoch, message));
     }
-    target.emit(message.event, message.data, meta(state.name, offset, epoch, message));
     const reached = this.io.of('/').adapter.rooms.get(state.name)?.size ?? 0;
     this.metrics.deliveries.inc(reached);
     this.metrics.deliveryLatency.observe(Math.max(0, Date.now() - message.ts) / 1000);
@@ -525,7 +555,13 @@ export class Hub {
     if (state.linger) clearTimeout(state.linger);
     state.linger = setTimeout(() => {
       state.linger = undefined;
-      if (this.io.of('/').adapter.rooms.has(room) || this.channels.get(room) !== state || state.attaching > 0)
+      const rooms = this.io.of('/').adapter.rooms;
+      if (
+        rooms.has(room) ||
+        rooms.has(watchRoom(room)) ||
+        this.channels.get(room) !== state ||
+        state.attaching > 0
+      )
         return;
       this.channels.delete(room);
       void this.broker.unsubscribe(room).catch(() => {});

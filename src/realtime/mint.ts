@@ -11,11 +11,14 @@ export async function mintToken(
     issuer?: string;
     /** The `user_info` claim: what presence shows of the user. */
     userInfo?: Record<string, unknown>;
+    /** The `watch` claim: a user's own channel (`user:<id>`) the socket receives without being that user. */
+    watch?: string;
   } = {},
 ): Promise<string> {
   let jwt = new SignJWT({
     ...(opts.channels && opts.channels.length > 0 ? { channels: opts.channels } : {}),
     ...(opts.userInfo !== undefined ? { user_info: opts.userInfo } : {}),
+    ...(opts.watch !== undefined ? { watch: opts.watch } : {}),
   })
     .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
     .setSubject(user)

@@ -111,6 +111,7 @@ export function attachRealtime(io: RelayServer, deps: RealtimeDeps): void {
         socket.data.exp = claims.exp;
         socket.data.patterns = claims.patterns;
         if (claims.userInfo !== undefined) socket.data.userInfo = claims.userInfo;
+        if (claims.watch !== undefined) socket.data.watch = claims.watch;
         takeSlot(socket, next);
       },
       (err: unknown) => {
@@ -208,9 +209,11 @@ async function joinOwnChannels(socket: RelaySocket, deps: RealtimeDeps): Promise
     // A malformed since recovers nothing; the answer says recovered: false.
   }
   try {
-    const [mine, broadcast] = await Promise.all([
+    const watched = socket.data.watch;
+    const [mine, broadcast, watching] = await Promise.all([
       deps.hub.attach(socket, own, since[own]),
       deps.hub.attach(socket, BROADCAST_CHANNEL, since[BROADCAST_CHANNEL]),
+      watched === undefined || watched === own ? undefined : deps.hub.watch(socket, watched),
     ]);
     if (socket.disconnected) return;
     const event: ConnectedEvent = {
@@ -220,6 +223,9 @@ async function joinOwnChannels(socket: RelaySocket, deps: RealtimeDeps): Promise
       channels: {
         [own]: deps.hub.answerNow(own, mine),
         [BROADCAST_CHANNEL]: deps.hub.answerNow(BROADCAST_CHANNEL, broadcast),
+        ...(watched !== undefined && watching !== undefined
+          ? { [watched]: deps.hub.answerNow(watched, watching) }
+          : {}),
       },
     };
     socket.emit('pushrelay:connected', event);

@@ -3,7 +3,7 @@ import { createRemoteJWKSet, type JWTVerifyGetKey, errors as joseErrors, jwtVeri
 import type { Config } from '../config/index.js';
 import { RelayError } from '../errors.js';
 import { checkValue } from '../ingest/json.js';
-import { isUserId } from '../ingest/message.js';
+import { isUserId, USER_NAMESPACE } from '../ingest/message.js';
 
 /** What the relay takes from a client token. */
 export interface Claims {
@@ -14,10 +14,18 @@ export interface Claims {
   readonly patterns: readonly string[];
   /** The `user_info` claim as JSON text: what presence shows of the user. */
   readonly userInfo?: string | undefined;
+  /**
+   * The `watch` claim: a user's own channel this socket receives too (the
+   * console's tail). It grants nothing a holder of the signing key could not
+   * have by signing a token for that user, and it puts the socket in no
+   * presence list.
+   */
+  readonly watch?: string | undefined;
 }
 
 export type TokenVerifier = (token: unknown) => Promise<Claims>;
 
+const USER_PREFIX = `${USER_NAMESPACE}:`;
 const PATTERN_RE = /^[A-Za-z0-9_.@=+|!~,;:*-]{1,200}$/;
 /** Tolerated clock difference between the token issuer and this node, in seconds. */
 const CLOCK_TOLERANCE_S = 5;
@@ -78,7 +86,7 @@ export function createTokenVerifier(config: Config): TokenVerifier {
     } catch (err) {
       throw tokenError(err);
     }
-    const { sub, exp, channels, user_info } = payload;
+    const { sub, exp, channels, user_info, watch } = payload;
     if (!isUserId(sub)) throw new RelayError('token_invalid', 'the token "sub" is not a valid user id');
     if (typeof exp !== 'number') throw new RelayError('token_invalid', 'the token "exp" must be a number');
     let patterns: string[] = [];
@@ -91,7 +99,23 @@ export function createTokenVerifier(config: Config): TokenVerifier {
       }
       patterns = channels as string[];
     }
-    return { user: sub, exp, patterns, userInfo: userInfoClaim(user_info, config) };
+    if (
+      watch !== undefined &&
+      !(
+        typeof watch === 'string' &&
+        watch.startsWith(USER_PREFIX) &&
+        isUserId(watch.slice(USER_PREFIX.length))
+      )
+    ) {
+      throw new RelayError('token_invalid', 'the token "watch" claim must be a user channel, user:<id>');
+    }
+    return {
+      user: sub,
+      exp,
+      patterns,
+      userInfo: userInfoClaim(user_info, config),
+      ...(watch !== undefined ? { watch } : {}),
+    };
   };
 }
 

@@ -81,6 +81,8 @@ export interface RedisNames {
   /** Hash dead letter id -> JSON, and the sorted set of ids by time. */
   readonly webhookDead: string;
   readonly webhookDeadIds: string;
+  /** Lock of the node looking for webhook queues missing from the due sets (Redis Cluster). */
+  readonly webhookSweep: string;
 }
 
 export function redisNames(prefix: string): RedisNames {
@@ -134,5 +136,6 @@ export function redisNames(prefix: string): RedisNames {
     webhookBytes: `${prefix}:webhooks:bytes`,
     webhookDead: `${prefix}:{webhooks:dead}:h`,
     webhookDeadIds: `${prefix}:{webhooks:dead}:z`,
+    webhookSweep: `${prefix}:webhooks:sweep`,
   };
 }

@@ -19,6 +19,12 @@ export interface DelivererOptions {
   readonly pollMs: number;
 }
 
+/** How often a node offers to look for webhook queues a crash left unindexed (Redis Cluster only). */
+const SWEEP_EVERY_MS = 60_000;
+
+/** Largest body of one call, in characters of event JSON (several events of one key are batched up to it). */
+export const MAX_CALL_BYTES = 1024 * 1024;
+
 export const DELIVERER_DEFAULTS: Omit<DelivererOptions, 'timeoutMs' | 'retryMs'> = {
   baseDelayMs: 500,
   maxDelayMs: 5 * 60_000,
@@ -41,6 +47,7 @@ export class Deliverer {
   private closed = false;
   private lastStats: WebhookStats | undefined;
   private statsAt = 0;
+  private sweptAt = Date.now();
 
   constructor(
     private readonly queue: WebhookQueue,
@@ -92,6 +99,12 @@ export class Deliverer {
         const claims = await this.queue.claim(endpoint.id, now, free, batch);
         for (const claim of claims) void this.deliver(endpoint, claim);
       }
+      if (this.queue.sweep && now - this.sweptAt >= SWEEP_EVERY_MS) {
+        this.sweptAt = now;
+        const fixed = await this.queue.sweep(this.endpoints.map((e) => e.id));
+        if (fixed > 0)
+          this.log.warn({ keys: fixed }, 'webhook queues missing from the due index were indexed again');
+      }
       if (now - this.statsAt >= 2000) {
         this.statsAt = now;
         this.lastStats = await this.queue.stats(this.endpoints.map((e) => e.id));
@@ -104,8 +117,17 @@ export class Deliverer {
     }
   }
 
-  private async deliver(endpoint: Endpoint, claim: Claim): Promise<void> {
+  private async deliver(endpoint: Endpoint, whole: Claim): Promise<void> {
     this.inflight.set(endpoint.id, (this.inflight.get(endpoint.id) ?? 0) + 1);
+    // A call carries at most MAX_CALL_BYTES of events (at least one): the rest
+    // stay at the head of the key's queue for the next call.
+    let n = 0;
+    let bytes = 0;
+    while (n < whole.items.length && (n === 0 || bytes + whole.items[n]!.json.length <= MAX_CALL_BYTES)) {
+      bytes += whole.items[n]!.json.length;
+      n++;
+    }
+    const claim = n === whole.items.length ? whole : { ...whole, items: whole.items.slice(0, n) };
     const label = { endpoint: endpoint.label };
     let delivery: string;
     let body: string;

@@ -106,24 +106,14 @@ export function wireWebhooks(deps: {
   const debounceMs = config.webhookDebounceSeconds * 1000;
   const undeliveredTo = kinds.has('message.undelivered') ? receivers.map((r) => r.id) : [];
 
-  const presenceHook: PresenceWebhooks | undefined =
-    redis && presenceReceivers.length > 0
-      ? {
-          receivers: presenceReceivers.length,
-          stride: queue instanceof RedisWebhookQueue && queue.atomicDue ? 3 : 2,
-          kinds: `,${presenceKinds.join(',')},`,
+  const presenceHook =
+    redis && queue instanceof RedisWebhookQueue && presenceReceivers.length > 0
+      ? queue.presenceHook(
+          presenceReceivers.map((r) => r.id),
+          presenceKinds,
           debounceMs,
-          nextId: () => ids.next(),
-          keys: (channel) => {
-            const n = redis.names;
-            const atomic = (queue as RedisWebhookQueue).atomicDue;
-            return presenceReceivers.flatMap((r) =>
-              atomic
-                ? [n.webhookQueue(channel, r.id), n.webhookLease(channel, r.id), n.webhookDue(r.id)]
-                : [n.webhookQueue(channel, r.id), n.webhookLease(channel, r.id)],
-            );
-          },
-        }
+          () => ids.next(),
+        )
       : undefined;
 
   const count = (targets: readonly string[], outcome: string) => {

@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import type { PresenceWebhooks } from '../presence/redis.js';
 import type { Redis } from '../redis/client.js';
 import { isCluster } from '../redis/client.js';
 import type { RedisNames } from '../redis/keys.js';
@@ -166,6 +167,14 @@ export function decodeItem(raw: string): QueueItem {
   return { hold: Number(raw.slice(0, a)), tag: raw.slice(a + 1, b), json: raw.slice(b + 1) };
 }
 
+/** A sweep runs at most once per this period, cluster-wide. */
+export const SWEEP_LOCK_MS = 55_000;
+
+/** A literal in a Redis MATCH pattern. */
+function globEscape(s: string): string {
+  return s.replace(/[*?[\]\\]/g, '\\$&');
+}
+
 /** How long a claim is held: past the delivery timeout, so two nodes never deliver one key at once. */
 export function leaseMs(timeoutMs: number): number {
   return timeoutMs + 5000;
@@ -240,6 +249,30 @@ export class RedisWebhookQueue implements WebhookQueue {
     return true;
   }
 
+  /** What the Redis presence driver needs to queue each transition's events for these receivers in its script. */
+  presenceHook(
+    receivers: readonly string[],
+    kinds: readonly string[],
+    debounceMs: number,
+    nextId: () => string,
+  ): PresenceWebhooks {
+    const n = this.names;
+    const atomic = !this.cluster;
+    return {
+      receivers: receivers.length,
+      stride: atomic ? 3 : 2,
+      kinds: `,${kinds.join(',')},`,
+      debounceMs,
+      nextId,
+      keys: (channel) =>
+        receivers.flatMap((r) =>
+          atomic
+            ? [n.webhookQueue(channel, r), n.webhookLease(channel, r), n.webhookDue(r)]
+            : [n.webhookQueue(channel, r), n.webhookLease(channel, r)],
+        ),
+    };
+  }
+
   /** After the presence script queued events on a Cluster: the due sets it could not write. */
   async markDue(endpoints: readonly string[], key: string): Promise<void> {
     const now = Date.now();
@@ -300,7 +333,7 @@ export class RedisWebhookQueue implements WebhookQueue {
     if (length === -1) return; // the lease was lost: whoever holds it now acks these
     const bytes = countedBytes(claim.items);
     await Promise.all([
-      bytes > 0 ? this.redis.decrby(n.webhookBytes, bytes) : undefined,
+      bytes > 0 ? this.release(bytes) : undefined,
       claim.attempts > 0 ? this.redis.zrem(n.webhookRetrying(endpoint), key) : undefined,
       length! > 0
         ? this.redis.zadd(n.webhookDue(endpoint), Math.max(hold!, Date.now()), key)
@@ -409,6 +442,53 @@ export class RedisWebhookQueue implements WebhookQueue {
     const n = this.names;
     await this.redis.rpush(n.webhookQueue(key, endpoint), encodeItem(item));
     await this.redis.zadd(n.webhookDue(endpoint), 'LT', Date.now(), key);
+  }
+
+  /**
+   * On a Redis Cluster the presence script cannot write the due sets (another
+   * slot): a node dying between its script and its ZADD leaves a queue no due
+   * set names. This finds such queues on every master and indexes them again
+   * (ZADD NX: a key already indexed keeps its time). One node at a time (a
+   * lock); answers the queues it indexed again.
+   */
+  async sweep(endpoints: readonly string[]): Promise<number> {
+    const redis = this.redis;
+    if (!isCluster(redis)) return 0;
+    const n = this.names;
+    if ((await this.redis.set(n.webhookSweep, '1', 'PX', SWEEP_LOCK_MS, 'NX')) !== 'OK') return 0;
+    const known = new Set(endpoints);
+    const head = `${n.prefix}:{`;
+    const tail = '}:wq:';
+    let fixed = 0;
+    for (const master of redis.nodes('master')) {
+      let cursor = '0';
+      do {
+        const [next, keys] = await master.scan(
+          cursor,
+          'MATCH',
+          `${globEscape(n.prefix)}:{*}:wq:*`,
+          'COUNT',
+          1000,
+        );
+        cursor = next;
+        for (const k of keys) {
+          const at = k.lastIndexOf(tail);
+          if (!k.startsWith(head) || at < 0) continue;
+          const key = k.slice(head.length, at);
+          const endpoint = k.slice(at + tail.length);
+          if (!known.has(endpoint)) continue;
+          fixed += Number(await this.redis.zadd(n.webhookDue(endpoint), 'NX', Date.now(), key));
+        }
+      } while (cursor !== '0');
+    }
+    return fixed;
+  }
+
+  /** Takes acknowledged bytes off the count; a count a crash left short never goes below 0. */
+  private async release(bytes: number): Promise<void> {
+    if ((await this.redis.decrby(this.names.webhookBytes, bytes)) < 0) {
+      await this.redis.set(this.names.webhookBytes, 0);
+    }
   }
 
   /** A key found empty: out of the due set, unless an item arrived meanwhile. */

@@ -114,4 +114,6 @@ export interface WebhookQueue {
   /** Queues a dead letter's events again (at the tail of its key). False if there is no such dead letter. */
   retryDead(id: string): Promise<boolean>;
   discardDead(id: string): Promise<boolean>;
+  /** Repairs what a crash can leave behind (see RedisWebhookQueue.sweep); answers what it repaired. */
+  sweep?(endpoints: readonly string[]): Promise<number>;
 }

@@ -1,4 +1,6 @@
+import { resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { launchBrowser, SCREENSHOTS } from '../helpers/browser.js';
 import { READ_KEY } from '../helpers/env.js';
 import { get, post } from '../helpers/http.js';
 import {
@@ -13,6 +15,7 @@ import {
 import { scrape } from '../helpers/metrics.js';
 import { type RelayNode, startProcess } from '../helpers/nodes.js';
 import { type RedisServer, startRedis } from '../helpers/redis.js';
+import { startTcpBalancer } from '../helpers/tcp-balancer.js';
 import { sleep, waitFor } from '../helpers/wait.js';
 
 // A Laravel app moved from laravel-echo-server to three pushrelay nodes
@@ -103,10 +106,11 @@ describe('Laravel Echo across three nodes', () => {
     await waitFor(() => bob.errors.length === 1);
     expect(bob.errors).toEqual([['private-orders.1', 403]]);
     await has('private-orders.1', 1);
-    await broadcast({ event: SHIPPED, channels: ['private-orders.1'], data: { id: 1 } });
+    // examples/laravel's event class, as the app broadcasts it.
+    await broadcast({ form: 'example', event: '', channels: [], data: { id: 5, user_id: 1 } });
     await waitFor(() => got.length === 1);
     await sleep(200);
-    expect(got).toEqual([{ id: 1, socket: null }]);
+    expect(got).toEqual([{ order: { id: 5, user_id: 1 }, socket: null }]);
     expect(alice.errors).toEqual([]);
   });
 
@@ -187,8 +191,15 @@ describe('Laravel Echo across three nodes', () => {
     expect(whispers).toEqual([{ name: 'Alice' }]);
     expect(selfWhispers).toEqual([]);
 
-    tab1.close();
-    await sleep(500);
+    // One tab leaves the channel (Echo's unsubscribe), the user stays through the other.
+    tab1.echo.leave('chat.1');
+    await waitFor(async () => {
+      const p = await get<{ sockets: number }>(`${a.url}/v1/channels/presence-chat.1/presence`, {
+        secret: READ_KEY.secret,
+      });
+      return p.body.sockets === 2;
+    });
+    await sleep(300);
     expect(events).toEqual(['joining Alice']);
     tab2.close();
     await waitFor(() => events.length === 2);
@@ -252,6 +263,90 @@ describe('Laravel Echo across three nodes', () => {
     );
     expect(status.status).toBe(200);
     expect(status.body.subscription_count).toBeGreaterThanOrEqual(2);
+  });
+
+  it('an Echo tab that reconnects through the balancer to another node subscribes again there (the app asked again)', async () => {
+    const lb = await startTcpBalancer([b.port]);
+    try {
+      const privateOk = async (node: RelayNode) =>
+        (await scrape(node.url)).value('pushrelay_echo_subscriptions_total', {
+          kind: 'private',
+          outcome: 'ok',
+        });
+      const [onA, onB] = [await privateOk(a), await privateOk(b)];
+      const alice = await tab({ url: lb.url } as RelayNode, SESSIONS.alice);
+      const got: unknown[] = [];
+      alice.echo.private('orders.1').listen('OrderShipped', (d: unknown) => got.push(d));
+      await waitFor(async () => (await privateOk(b)) === onB + 1, { what: 'authorized on node b' });
+      const firstId = alice.socketId();
+      lb.use([a.port]);
+      lb.cut();
+      await waitFor(() => alice.socketId() !== undefined && alice.socketId() !== firstId, {
+        what: 'a new socket',
+      });
+      await waitFor(async () => (await privateOk(a)) === onA + 1, { what: 'authorized again on node a' });
+      await broadcast({ event: SHIPPED, channels: ['private-orders.1'], data: { again: true } });
+      await waitFor(() => got.length === 1);
+      expect(got).toEqual([{ again: true, socket: null }]);
+      expect(alice.errors).toEqual([]);
+    } finally {
+      await lb.close();
+    }
+  });
+
+  it('in Chromium: Echo’s browser build with the session cookie joins a presence channel and receives a private broadcast', async () => {
+    const browser = await launchBrowser();
+    try {
+      // The page comes from the relay's origin, so the browser sends the app's session cookie with the
+      // WebSocket upgrade, as it does when the relay sits on the app's domain.
+      await browser.context.addCookies([{ name: 'laravel_session', value: 'session-alice', url: b.url }]);
+      const page = await browser.context.newPage();
+      await page.goto(`${b.url}/healthz`);
+      await page.addScriptTag({ url: `${b.url}/socket.io/socket.io.min.js` });
+      await page.addScriptTag({
+        path: resolve(import.meta.dirname, '../../node_modules/laravel-echo/dist/echo.iife.js'),
+      });
+      const bob = await tab(c, SESSIONS.bob);
+      const joined: string[] = [];
+      bob.echo.join('chat.9').joining((u: { name: string }) => joined.push(u.name));
+      await has('presence-chat.9', 1);
+      await page.evaluate((host) => {
+        const w = globalThis as unknown as Record<string, unknown>;
+        const log: unknown[] = [];
+        w.log = log;
+        // resources/js/echo.js of examples/laravel, with the page's CSRF token.
+        const EchoClass = (w.Echo as { default: new (o: unknown) => unknown }).default;
+        const echo = new EchoClass({ broadcaster: 'socket.io', host, csrfToken: 'csrf-alice' }) as {
+          join(c: string): { here(f: (u: unknown) => void): unknown };
+          private(c: string): { listen(e: string, f: (d: unknown) => void): unknown };
+        };
+        echo.join('chat.9').here((users) => log.push({ here: users }));
+        echo.private('orders.1').listen('OrderShipped', (d) => log.push({ shipped: d }));
+      }, b.url);
+      await waitFor(() => joined.length === 1, { what: 'Bob told that Alice joined from Chromium' });
+      expect(joined).toEqual(['Alice']);
+      await has('private-orders.1', 1);
+      await broadcast({
+        event: SHIPPED,
+        channels: ['private-orders.1'],
+        data: { id: 1, from: 'chromium test' },
+      });
+      const log = await waitFor(
+        async () => {
+          const l = (await page.evaluate(
+            () => (globalThis as unknown as { log: unknown[] }).log,
+          )) as unknown[];
+          return l.length === 2 ? l : undefined;
+        },
+        { what: 'the page’s callbacks' },
+      );
+      expect(log).toContainEqual({ shipped: { id: 1, from: 'chromium test', socket: null } });
+      const here = log.find((e) => (e as { here?: unknown }).here) as { here: { name: string }[] };
+      expect(here.here.map((u) => u.name).sort()).toEqual(['Alice', 'Bob']);
+      await page.screenshot({ path: `${SCREENSHOTS}/laravel-echo.png` });
+    } finally {
+      await browser.close();
+    }
   });
 
   it('tells the channel leaving within seconds when the node holding a user’s only tab is SIGKILLed', async () => {

@@ -63,7 +63,8 @@ export async function startLaravelAuth(): Promise<LaravelAuth> {
 export async function laravelBroadcast(options: {
   port: number;
   prefix: string;
-  form?: 'eval' | 'publish';
+  /** `example`: examples/laravel's OrderShipped for the order in `data` ({id, user_id}); event and channels are the class's. */
+  form?: 'eval' | 'publish' | 'example';
   event: string;
   channels: string[];
   data: Record<string, unknown>;

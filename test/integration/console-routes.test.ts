@@ -1,13 +1,15 @@
+import { type Logger, pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildApp, type Relay } from '../../src/app.js';
 import { loadConfig } from '../../src/config/index.js';
-import type { WebhookAdmin, WebhookDeadLetter } from '../../src/http/admin-webhooks.js';
+import type { WebhookAdmin } from '../../src/http/admin-webhooks.js';
 import { connectClient } from '../helpers/clients.js';
 import { KEY, READ_KEY, testEnv, token } from '../helpers/env.js';
 import { get, post } from '../helpers/http.js';
 import { scrape } from '../helpers/metrics.js';
 import { type RedisServer, startRedis } from '../helpers/redis.js';
 import { waitFor } from '../helpers/wait.js';
+import { deadDeliveries, ListWebhookAdmin } from '../helpers/webhook-admin.js';
 
 // The routes the console stands on: per-node samples for the charts, the
 // ingest stream's dead letters, and the webhook queue's (through the
@@ -45,6 +47,7 @@ let counter = 0;
 async function start(
   env: Record<string, string> = {},
   webhookAdmin?: WebhookAdmin,
+  logger?: Logger,
 ): Promise<{ relay: Relay; url: string }> {
   const config = loadConfig(
     testEnv({
@@ -54,44 +57,15 @@ async function start(
       ...env,
     }),
   );
-  const relay = await buildApp(config, webhookAdmin ? { webhookAdmin } : {});
+  const relay = await buildApp(config, {
+    ...(webhookAdmin ? { webhookAdmin } : {}),
+    ...(logger ? { logger } : {}),
+  });
   await relay.http.listen({ port: 0, host: '127.0.0.1' });
   const { port } = relay.http.server.address() as { port: number };
   const url = `http://127.0.0.1:${port}`;
   await waitFor(async () => (await fetch(`${url}/readyz`)).status === 200, { what: 'ready' });
   return { relay, url };
-}
-
-/** A webhook queue's admin side, in memory: the shape the Redis queue implements. */
-class ListWebhookAdmin implements WebhookAdmin {
-  dead: WebhookDeadLetter[] = [];
-  retried: string[] = [];
-  async stats() {
-    return {
-      queued: 2,
-      retrying: 1,
-      dead: this.dead.length,
-      receivers: [{ receiver: 'https://app.example/hooks', queued: 2, retrying: 1, dead: this.dead.length }],
-    };
-  }
-  async listDead(cursor: string | undefined, limit: number) {
-    const start = cursor === undefined ? 0 : this.dead.findIndex((d) => d.id === cursor) + 1;
-    const items = this.dead.slice(start, start + limit);
-    return { items, next_cursor: start + limit < this.dead.length ? items[items.length - 1]!.id : null };
-  }
-  async retry(id: string) {
-    const i = this.dead.findIndex((d) => d.id === id);
-    if (i < 0) return false;
-    this.dead.splice(i, 1);
-    this.retried.push(id);
-    return true;
-  }
-  async discard(id: string) {
-    const i = this.dead.findIndex((d) => d.id === id);
-    if (i < 0) return false;
-    this.dead.splice(i, 1);
-    return true;
-  }
 }
 
 const ROUTES: [method: 'GET' | 'POST' | 'DELETE', path: string][] = [
@@ -119,14 +93,7 @@ describe('console routes (standalone)', () => {
   let node: { relay: Relay; url: string };
   const webhooks = new ListWebhookAdmin();
   beforeAll(async () => {
-    webhooks.dead = [1, 2, 3].map((n) => ({
-      id: `w${n}`,
-      event: 'member_added',
-      receiver: 'https://app.example/hooks',
-      last_error: 'HTTP 502',
-      attempts: 8,
-      ts: Date.now() - n * 1000,
-    }));
+    webhooks.dead = deadDeliveries(3);
     node = await start({}, webhooks);
   });
   afterAll(async () => {
@@ -247,9 +214,11 @@ describe('console routes without webhooks, on Redis', () => {
   let redis: RedisServer;
   let node: { relay: Relay; url: string };
   const prefix = 'consoletest';
+  const logs: Record<string, unknown>[] = [];
   beforeAll(async () => {
     redis = await startRedis();
-    node = await start({ REDIS_URL: redis.url, PUSHRELAY_PREFIX: prefix });
+    const logger = pino({ level: 'info' }, { write: (line: string) => void logs.push(JSON.parse(line)) });
+    node = await start({ REDIS_URL: redis.url, PUSHRELAY_PREFIX: prefix }, undefined, logger);
   });
   afterAll(async () => {
     await node?.relay.close();
@@ -354,7 +323,46 @@ describe('console routes without webhooks, on Redis', () => {
     expect(await r.xlen(`${prefix}:publish:dead`)).toBe(2);
     const m = await scrape(node.url);
     expect(m.value('pushrelay_console_actions_total', { action: 'retry', queue: 'ingest' })).toBe(1);
+    // Who did what is in the log, with the key's name.
+    expect(logs.filter((l) => l.queue === 'ingest').map((l) => [l.msg, l.key, l.action])).toEqual([
+      ['ingest dead letter: discard', 'app', 'discard'],
+      ['ingest dead letter: retry', 'app', 'retry'],
+    ]);
+    expect(logs.find((l) => l.action === 'retry')).toMatchObject({
+      id: letter.id,
+      requeuedAs: retried.body.requeued_as,
+    });
     expect(m.value('pushrelay_console_actions_total', { action: 'discard', queue: 'ingest' })).toBe(1);
+  });
+
+  it("retries an AnyCable dead letter onto AnyCable's stream, in its payload field", async () => {
+    const other = await start({
+      REDIS_URL: redis.url,
+      PUSHRELAY_PREFIX: 'consoleanycable',
+      PUSHRELAY_ANYCABLE: 'on',
+      PUSHRELAY_ANYCABLE_CHANNEL: '__anycable_console__',
+    });
+    try {
+      const r = redis.client();
+      await r.xadd('__anycable_console__', '*', 'payload', 'not json either');
+      const letter = await waitFor(async () => {
+        const res = await get<DeadBody>(`${other.url}/v1/admin/ingest/dead`);
+        return res.body.items.find((d) => d.source === 'anycable');
+      });
+      const retried = await post<{ requeued_as: string }>(
+        `${other.url}/v1/admin/ingest/dead/${letter.id}/retry`,
+        undefined,
+      );
+      expect(retried.status).toBe(200);
+      // Still not JSON: AnyCable's pipeline dead-letters it again, as the entry it was re-queued as.
+      const again = await waitFor(async () => {
+        const res = await get<DeadBody>(`${other.url}/v1/admin/ingest/dead`);
+        return res.body.items.find((d) => d.entry === retried.body.requeued_as);
+      });
+      expect(again).toMatchObject({ source: 'anycable', body: 'not json either' });
+    } finally {
+      await other.relay.close();
+    }
   });
 
   it('refuses a dead-letter id that is not a stream id', async () => {

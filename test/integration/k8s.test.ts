@@ -366,7 +366,7 @@ describe('the Grafana dashboard and the alerts', () => {
     }
   });
 
-  it('alert on Redis, failed publishes, latency, ingest lag, lost gaps and stuck drains', () => {
+  it('alert on Redis, failed publishes, latency, ingest lag, lost gaps, stuck drains and failing webhooks', () => {
     const alerted = used(alertExprs);
     for (const name of [
       'pushrelay_redis_connected',
@@ -376,6 +376,8 @@ describe('the Grafana dashboard and the alerts', () => {
       'pushrelay_delivery_unrecoverable_gaps_total',
       'pushrelay_redis_subscriber_resets_total',
       'pushrelay_drain_active',
+      'pushrelay_webhook_retrying_keys',
+      'pushrelay_webhook_events_total',
     ]) {
       expect(alerted, name).toContain(name);
     }

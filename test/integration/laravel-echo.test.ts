@@ -47,8 +47,9 @@ describe('Laravel Echo on one node, no Redis prefix, bad input', () => {
       PUSHRELAY_ECHO: 'on',
       PUSHRELAY_ECHO_AUTH_URL: auth.url,
       PUSHRELAY_ECHO_REDIS_PREFIX: '',
-      PUSHRELAY_ECHO_AUTH_TIMEOUT_SECONDS: '1',
+      PUSHRELAY_ECHO_AUTH_TIMEOUT_SECONDS: '2',
       PUSHRELAY_ECHO_AUTH_MAX_PER_SOCKET: '2',
+      PUSHRELAY_ECHO_AUTH_MAX_INFLIGHT: '5',
       PUSHRELAY_ANYCABLE: 'on',
     });
     // The node takes raw pub/sub messages once it is an ingest member.
@@ -136,6 +137,44 @@ describe('Laravel Echo on one node, no Redis prefix, bad input', () => {
     expect(await malformed('invalid_json')).toBeGreaterThan(0);
   });
 
+  it('one presence model for both protocols: a native member and an Echo member see each other, each in its own shape', async () => {
+    const native = await connectClient(
+      node.url,
+      await token('2', { channels: ['presence-chat.5'], userInfo: { id: 2, name: 'Bob (native)' } }),
+    );
+    await native.request('subscribe', { channels: ['presence-chat.5'] });
+    const alice = await tab(SESSIONS.alice);
+    let here: unknown[] = [];
+    const leaving: unknown[] = [];
+    alice.echo
+      .join('chat.5')
+      .here((users: unknown[]) => {
+        here = users;
+      })
+      .leaving((u: unknown) => leaving.push(u));
+    await waitFor(() => here.length === 2, { what: 'here() with the native member' });
+    expect(here).toEqual([SESSIONS.alice.info, { id: 2, name: 'Bob (native)' }]);
+    const [join] = await native.waitForEvent('pushrelay:join');
+    expect(join!.data).toEqual({ channel: 'presence-chat.5', user: '1', user_info: SESSIONS.alice.info });
+    native.close();
+    await waitFor(() => leaving.length === 1);
+    expect(leaving).toEqual([{ id: 2, name: 'Bob (native)' }]);
+    // Neither got the other protocol's notices.
+    expect(native.received.filter((e) => e.event.startsWith('presence:'))).toEqual([]);
+    const socket = (alice.echo.connector as unknown as { socket: import('socket.io-client').Socket }).socket;
+    const seen: string[] = [];
+    socket.onAny((event: string) => seen.push(event));
+    await laravelBroadcast({
+      port: redis.port,
+      prefix: '',
+      event: 'ping',
+      channels: ['presence-chat.5'],
+      data: {},
+    });
+    await waitFor(() => seen.includes('ping'));
+    expect(seen.filter((e) => e.startsWith('pushrelay:'))).toEqual([]);
+  });
+
   it('toOthers(): the socket named in the broadcast does not get it, the others do', async () => {
     const sender = await tab();
     const other = await tab();
@@ -182,9 +221,15 @@ describe('Laravel Echo on one node, no Redis prefix, bad input', () => {
     await waitFor(() => alice.errors.length + alice2.errors.length === 3 && anonymous.errors.length === 1, {
       what: 'refusals',
     });
+    // An answer larger than 64 KiB is not read to its end.
+    alice.echo.private('huge.1');
+    await waitFor(() => alice.errors.length + alice2.errors.length === 4, {
+      what: 'the huge answer refused',
+    });
     expect([...alice.errors, ...alice2.errors].sort()).toEqual([
       ['private-fail.1', 500],
       ['private-garbage.1', 0],
+      ['private-huge.1', 0],
       ['private-orders.2', 403],
     ]);
     expect(anonymous.errors).toEqual([['private-orders.1', 419]]);
@@ -205,33 +250,45 @@ describe('Laravel Echo on one node, no Redis prefix, bad input', () => {
       before.value('pushrelay_echo_subscriptions_total', { kind: 'private', outcome });
     expect(delta('auth_refused')).toBe(3);
     expect(delta('auth_garbage')).toBe(1);
+    expect(delta('auth_failed')).toBe(1);
     expect(delta('ok')).toBe(1);
   });
 
-  it('a hanging auth endpoint gives subscription_error 0 after the timeout, stalls nothing else, and is bounded per socket', async () => {
-    const alice = await tab(SESSIONS.alice);
+  it('a hanging auth endpoint gives subscription_error 0 after the timeout, stalls nothing else, and is bounded per socket and per node', async () => {
+    const before = await scrape(node.url);
+    const [alice, bob, carol] = [
+      await tab(SESSIONS.alice),
+      await tab(SESSIONS.bob),
+      await tab(SESSIONS.alice),
+    ];
     const started = Date.now();
-    for (const x of [1, 2, 3, 4]) alice.echo.private(`hang.${x}`);
-    // Past PUSHRELAY_ECHO_AUTH_MAX_PER_SOCKET (2) in flight: refused at once, 429.
-    await waitFor(() => alice.errors.length === 2, { what: 'the flood refusals' });
-    expect(alice.errors.map(([, s]) => s)).toEqual([429, 429]);
+    // Sent together, seven calls meet PUSHRELAY_ECHO_AUTH_MAX_PER_SOCKET (2: Alice's third, if
+    // it comes before the node is full) and PUSHRELAY_ECHO_AUTH_MAX_INFLIGHT (5): whatever order
+    // they arrive in, five are made and two refused at once (429).
+    for (const x of [1, 2, 3]) alice.echo.private(`hang.${x}`);
+    for (const x of [4, 5]) bob.echo.private(`hang.${x}`);
+    for (const x of [6, 7]) carol.echo.private(`hang.${x}`);
+    const all = () => [...alice.errors, ...bob.errors, ...carol.errors];
+    await waitFor(() => all().length === 2, { what: 'the flood refusals' });
+    expect(all().map(([, s]) => s)).toEqual([429, 429]);
+    expect((await scrape(node.url)).value('pushrelay_echo_auth_inflight')).toBe(5);
     // Meanwhile other subscriptions go through.
     const got: unknown[] = [];
     alice.echo.channel('news').listen('.n', (d: unknown) => got.push(d));
     await channelHas(node.url, 'news', 1, READ_KEY.secret);
     await laravelBroadcast({ port: redis.port, prefix: '', event: 'n', channels: ['news'], data: {} });
     await waitFor(() => got.length === 1, { what: 'a public channel while auth hangs' });
-    await waitFor(() => alice.errors.length === 4, { what: 'the timeouts', timeoutMs: 5000 });
-    expect(alice.errors.slice(2).map(([, s]) => s)).toEqual([0, 0]);
-    expect(Date.now() - started).toBeGreaterThanOrEqual(900);
-    const m = await scrape(node.url);
-    expect(m.value('pushrelay_echo_subscriptions_total', { kind: 'private', outcome: 'auth_timeout' })).toBe(
-      2,
-    );
-    expect(
-      m.value('pushrelay_echo_subscriptions_total', { kind: 'private', outcome: 'auth_overloaded' }),
-    ).toBe(2);
-    expect(m.value('pushrelay_echo_auth_inflight')).toBe(0);
+    await waitFor(() => all().length === 7, { what: 'the timeouts', timeoutMs: 10_000 });
+    expect(all().filter(([, s]) => s === 0)).toHaveLength(5);
+    // Not before the timeout (PUSHRELAY_ECHO_AUTH_TIMEOUT_SECONDS=2).
+    expect(Date.now() - started).toBeGreaterThanOrEqual(1900);
+    const after = await scrape(node.url);
+    const delta = (outcome: string) =>
+      after.value('pushrelay_echo_subscriptions_total', { kind: 'private', outcome }) -
+      before.value('pushrelay_echo_subscriptions_total', { kind: 'private', outcome });
+    expect(delta('auth_timeout')).toBe(5);
+    expect(delta('auth_overloaded')).toBe(2);
+    expect(after.value('pushrelay_echo_auth_inflight')).toBe(0);
   });
 
   it('refuses channel names beyond the limits, and a subscribe flood is rate limited', async () => {
@@ -240,13 +297,16 @@ describe('Laravel Echo on one node, no Redis prefix, bad input', () => {
     socket.emit('subscribe', { channel: 'x'.repeat(201), auth: {} });
     socket.emit('subscribe', { channel: 'user:alice', auth: {} });
     socket.emit('subscribe', { channel: '$broadcast', auth: {} });
+    // A pushrelay namespace that is not public stays behind its tokens.
+    socket.emit('subscribe', { channel: 'order:42', auth: {} });
     socket.emit('subscribe', { nothing: true });
     socket.emit('subscribe', 'garbage');
-    await waitFor(() => c.errors.length === 3);
+    await waitFor(() => c.errors.length === 4);
     expect(c.errors.map(([ch, s]) => [ch.length, s])).toEqual([
       [200, 400],
       ['user:alice'.length, 400],
       ['$broadcast'.length, 400],
+      ['order:42'.length, 403],
     ]);
     const before = (await scrape(node.url)).value('pushrelay_ratelimit_rejections_total', {
       scope: 'socket',
@@ -258,5 +318,38 @@ describe('Laravel Echo on one node, no Redis prefix, bad input', () => {
     });
     expect(socket.connected).toBe(true);
     expect((await fetch(`${node.url}/healthz`)).status).toBe(200);
+  });
+});
+
+describe('Laravel Echo on a standalone node (no Redis)', () => {
+  let node: RelayNode;
+  const tabs: EchoClient[] = [];
+  const APP = { id: 'shop', key: 'standalone-echo-key' };
+  beforeAll(async () => {
+    node = await startInProcess({ PUSHRELAY_ECHO: 'on', PUSHRELAY_ECHO_CLIENTS: `${APP.id}:${APP.key}` });
+  });
+  afterAll(async () => {
+    for (const t of tabs) t.close();
+    await node?.stop();
+  });
+
+  it('serves Echo sockets, the HTTP API and its channel list from memory; private channels need an auth URL', async () => {
+    const t = await echoClient(node.url);
+    tabs.push(t);
+    const got: unknown[] = [];
+    t.echo.channel('news').listen('.headline', (d: unknown) => got.push(d));
+    t.echo.private('orders.1');
+    await waitFor(() => t.errors.length === 1);
+    expect(t.errors).toEqual([['private-orders.1', 403]]);
+    await channelHas(node.url, 'news', 1, READ_KEY.secret);
+    const list = await get(`${node.url}/apps/${APP.id}/channels?auth_key=${APP.key}`, { secret: '' });
+    expect(list.body).toEqual({ channels: { news: { subscription_count: 1, occupied: true } } });
+    const res = await fetch(`${node.url}/apps/${APP.id}/events?auth_key=${APP.key}`, {
+      method: 'POST',
+      body: JSON.stringify({ channel: 'news', name: 'headline', data: { title: 'hi' } }),
+    });
+    expect(res.status).toBe(200);
+    await waitFor(() => got.length === 1);
+    expect(got).toEqual([{ title: 'hi' }]);
   });
 });

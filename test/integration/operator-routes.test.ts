@@ -5,8 +5,9 @@ import { registerAssetRoutes } from '../../src/http/assets.js';
 import { registerErrorHandlers } from '../../src/http/errors.js';
 import type { HttpApp } from '../../src/http/types.js';
 import { createMetrics } from '../../src/metrics/index.js';
+import { mintToken } from '../../src/realtime/mint.js';
 import { connectClient, connectError } from '../helpers/clients.js';
-import { READ_KEY, token } from '../helpers/env.js';
+import { JWT_SECRET, READ_KEY, token } from '../helpers/env.js';
 import { get, post } from '../helpers/http.js';
 import { startInProcess } from '../helpers/nodes.js';
 import { type RedisServer, startRedis } from '../helpers/redis.js';
@@ -90,14 +91,52 @@ describe('operator routes (standalone)', () => {
     watcher.close();
   });
 
+  it("watches a user's own channel without the user counting as online", async () => {
+    const res = await post<{ token: string; channel: string }>(
+      `${node.url}/v1/channels/${encodeURIComponent('user:dora')}/tail-token`,
+      undefined,
+    );
+    expect(res.status).toBe(200);
+    expect(res.body.channel).toBe('user:dora');
+    const watcher = await connectClient(node.url, res.body.token);
+    expect(Object.keys(watcher.connected.channels).sort()).toEqual([
+      '$broadcast',
+      'user:console@app',
+      'user:dora',
+    ]);
+    const presence = await get<{ online: boolean }>(`${node.url}/v1/users/dora/presence`);
+    expect(presence.body.online).toBe(false);
+    await post(`${node.url}/v1/publish`, { event: 'invoice', data: 1, users: ['dora'] });
+    const [got] = await watcher.waitForEvent('invoice');
+    expect(got!.meta?.channel).toBe('user:dora');
+    // With dora online too, both get it; she leaves, the watcher still gets her messages.
+    const dora = await connectClient(node.url, await token('dora'));
+    await post(`${node.url}/v1/publish`, { event: 'invoice', data: 2, users: ['dora'] });
+    await dora.waitForEvent('invoice');
+    await watcher.waitForEvent('invoice', 2);
+    dora.close();
+    await waitFor(
+      async () => !(await get<{ online: boolean }>(`${node.url}/v1/users/dora/presence`)).body.online,
+    );
+    await post(`${node.url}/v1/publish`, { event: 'invoice', data: 3, users: ['dora'] });
+    expect((await watcher.waitForEvent('invoice', 3)).map((e) => e.data)).toEqual([1, 2, 3]);
+    watcher.close();
+  });
+
+  it('refuses a client token whose watch claim is not a user channel', async () => {
+    const bad = await mintToken(JWT_SECRET, 'eve', { watch: 'order:42' });
+    const err = await connectError(node.url, { token: bad });
+    expect(err.data?.code).toBe('token_invalid');
+  });
+
   it('refuses tail tokens to non-admin keys, for user channels and for invalid names', async () => {
     const url = (c: string) => `${node.url}/v1/channels/${encodeURIComponent(c)}/tail-token`;
     const reader = await post<ErrorBody>(url('order:42'), undefined, { secret: READ_KEY.secret });
     expect([reader.status, reader.body.error.code]).toEqual([403, 'forbidden']);
     const anonymous = await post<ErrorBody>(url('order:42'), undefined, { secret: '' });
     expect([anonymous.status, anonymous.body.error.code]).toEqual([401, 'unauthorized']);
-    const own = await post<ErrorBody>(url('user:alice'), undefined);
-    expect([own.status, own.body.error.code]).toEqual([400, 'invalid_channel']);
+    const own = await post<ErrorBody>(url('user:not a user'), undefined);
+    expect([own.status, own.body.error.code]).toEqual([400, 'invalid_user']);
     const bad = await post<ErrorBody>(url('order 42'), undefined);
     expect([bad.status, bad.body.error.code]).toEqual([400, 'invalid_channel']);
   });

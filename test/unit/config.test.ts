@@ -244,7 +244,17 @@ describe('configuration', () => {
     expect(loadConfig({ NODE_ENV: 'development' }).production).toBe(false);
   });
 
+  it('never prints a key it refuses', () => {
+    expect(problems({ PUSHRELAY_ECHO_CLIENTS: 's3cret-echo-key-0123456789' })).toEqual([
+      'PUSHRELAY_ECHO_CLIENTS: each entry must be appId:key (appId of A-Z a-z 0-9 _ . -), got an entry without a colon',
+    ]);
+    expect(problems({ PUSHRELAY_KEYS: 's3cret-publisher-key-0123' })[0]).not.toContain('s3cret');
+  });
+
   it('never prints the password of a URL it refuses', () => {
+    expect(
+      problems({ PUSHRELAY_WEBHOOKS: 'https://ok.example/hook, https://app:s3cret-pw@bad host/x' })[0],
+    ).toBe('PUSHRELAY_WEBHOOKS: must be http: or https: URLs, got "https://***@bad host/x"');
     const cases = [
       'redis://:s3cret-pw@redis host:6379',
       'redis://user:s3cret-pw@redis:port',
@@ -263,7 +273,7 @@ describe('configuration', () => {
       expect(found[0], raw).not.toContain('s3cret');
     }
     // A webhook or JWKS URL with credentials cannot be fetched, and fetch's error would print them.
-    for (const name of ['PUSHRELAY_OFFLINE_WEBHOOK', 'PUSHRELAY_JWKS_URL']) {
+    for (const name of ['PUSHRELAY_OFFLINE_WEBHOOK', 'PUSHRELAY_JWKS_URL', 'PUSHRELAY_WEBHOOKS']) {
       const found = problems({
         [name]: 'https://app:s3cret-pw@hooks.example.com/x',
         PUSHRELAY_OFFLINE_WEBHOOK_SECRET: strong,

@@ -39,6 +39,7 @@ export function isGuarded(channel: string): boolean {
 export const REFUSAL_STATUS = {
   invalid_channel: 400,
   no_auth_url: 403,
+  not_public: 403,
   too_many_channels: 413,
   auth_overloaded: 429,
   unavailable: 503,
@@ -156,6 +157,13 @@ export class EchoFrontEnd {
     if (!isChannelName(channel) || channel.startsWith(`${USER_NAMESPACE}:`)) {
       const detail = `use 1-200 characters of A-Z a-z 0-9 _ . @ = + | ! ~ , ; - (${channel.length} given)`;
       this.refuse(socket, channel, kind, REFUSAL_STATUS.invalid_channel, 'invalid_channel', detail);
+      return;
+    }
+    // Laravel's channel names have no ':'; pushrelay's namespaced channels stay
+    // behind their tokens unless their namespace is public.
+    if (kind === 'public' && channel.includes(':') && !config.namespace(channel).public) {
+      const detail = 'a pushrelay namespace that is not public: its clients need a token';
+      this.refuse(socket, channel, kind, REFUSAL_STATUS.not_public, 'not_public', detail);
       return;
     }
     socket.data.echoPending ??= new Set();
