@@ -124,6 +124,9 @@ end
 return e
 `;
 
+/** Channels one shared script call carries at most; past it the queue is written at once. */
+const MAX_CALL_CHANNELS = 2000;
+
 type RawEntry = [string, string[]];
 type ReadReply = [string, number, RawEntry[], number];
 
@@ -153,6 +156,14 @@ export class RedisBroker implements Broker {
   private epochCounter = 0;
   /** Redis Cluster: sharded pub/sub, and one script call per slot. */
   private readonly sharded: boolean;
+  /** Counted publishes waiting for this turn's script call. */
+  private queued: {
+    items: (PublishItem & { payload: string })[];
+    resolve: (reply: (string | string[])[]) => void;
+    reject: (err: unknown) => void;
+  }[] = [];
+  private queuedChannels = 0;
+  private flushing = false;
 
   constructor(
     cmd: Redis,
@@ -254,6 +265,11 @@ export class RedisBroker implements Broker {
   }
 
   /** One script call for the whole batch, answering positions and presence counts per channel. */
+  //
+  // Publishes arriving in the same event-loop turn (concurrent requests) are
+  // written by one script call: one command to encode, send and parse, and
+  // one script run in Redis, for all of them. Each call is still atomic per
+  // channel and in arrival order.
   async publishManyCounted(
     items: readonly PublishItem[],
   ): Promise<{ positions: Position[][]; counts: string[][][] } | undefined> {
@@ -262,9 +278,15 @@ export class RedisBroker implements Broker {
       .filter((i) => i.channels.length > 0)
       .map((i) => ({ ...i, payload: encodePublication(i.publication) }));
     if (encoded.length === 0) return { positions: items.map(() => []), counts: items.map(() => []) };
-    const reply = (await this.run(() =>
-      this.cmd.relayPublish(...this.scriptArgs('publish', encoded, true)),
-    )) as unknown as (string | string[])[];
+    const reply = await new Promise<(string | string[])[]>((resolve, reject) => {
+      this.queued.push({ items: encoded, resolve, reject });
+      this.queuedChannels += encoded.reduce((n, i) => n + i.channels.length, 0);
+      if (this.queuedChannels >= MAX_CALL_CHANNELS) this.flush();
+      else if (!this.flushing) {
+        this.flushing = true;
+        setImmediate(() => this.flush());
+      }
+    });
     let next = 0;
     const positions: Position[][] = [];
     const counts: string[][][] = [];
@@ -279,6 +301,30 @@ export class RedisBroker implements Broker {
       counts.push(c);
     }
     return { positions, counts };
+  }
+
+  /** Publishes queued this turn, written by one script call; each caller gets its share of the reply. */
+  private flush(): void {
+    this.flushing = false;
+    const calls = this.queued;
+    if (calls.length === 0) return;
+    this.queued = [];
+    this.queuedChannels = 0;
+    const all = calls.flatMap((c) => c.items);
+    this.run(() => this.cmd.relayPublish(...this.scriptArgs('publish', all, true))).then(
+      (reply) => {
+        const flat = reply as unknown as (string | string[])[];
+        let at = 0;
+        for (const c of calls) {
+          const n = c.items.reduce((k, i) => k + i.channels.length, 0) * 2;
+          c.resolve(flat.slice(at, at + n));
+          at += n;
+        }
+      },
+      (err: unknown) => {
+        for (const c of calls) c.reject(err);
+      },
+    );
   }
 
   private scriptArgs(

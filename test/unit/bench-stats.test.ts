@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { SYSTEMS } from '../../bench/config.js';
+import { loadBenchConfig, SYSTEMS } from '../../bench/config.js';
 import { area, summarizeProfile } from '../../bench/profile.js';
-import { bySystem, type SystemResult } from '../../bench/report.js';
+import { bySystem, renderIssueTargets, type SystemResult } from '../../bench/report.js';
 import {
   cpuMicrosPerUnit,
   median,
@@ -110,6 +110,51 @@ describe('bench repetitions', () => {
     expect(only!.f.targeted.cpuPerRequest).toBeCloseTo(200);
     expect(only!.f.targeted.perSecond).toBe(1000);
     expect(only!.f.lost).toBe(3);
+  });
+
+  it('computes issue 15 ratios inside each pass against the peer of the mode, then marks the median', () => {
+    const phase = (requests: number, cpu: number, p99: number) => ({
+      wallMs: 1000,
+      cpu: { servers: cpu, redis: 0, load: 0 },
+      phase: {
+        requests,
+        httpErrors: 0,
+        messages: requests,
+        recipients: requests,
+        expected: requests,
+        delivered: requests,
+        lost: 0,
+        duplicates: 0,
+        misrouted: 0,
+        strays: 0,
+        disconnects: 0,
+        elapsedMs: 1000,
+        sendMs: 1000,
+        latency: { count: requests, p50: p99, p90: p99, p99, max: p99 },
+      },
+    });
+    // CPU per targeted publish: relay 200 µs in pass 1 and 100 in pass 2, peer 100 then 200: ratios 2.0 and 0.5.
+    const result = (id: 'pushrelay' | 'socketio', run: number, cpu: number): SystemResult => ({
+      def: SYSTEMS[id],
+      run,
+      memory: undefined,
+      phases: {
+        'targeted-max': phase(1000, cpu, 10),
+        'targeted-rate': phase(100, 0.01, 10),
+        'batch-max': phase(100_000, cpu * 10, 10),
+      },
+    });
+    const text = renderIssueTargets(loadBenchConfig({ BENCH_FANOUTS: '1000' }), [
+      result('socketio', 1, 0.1),
+      result('pushrelay', 1, 0.2),
+      result('socketio', 2, 0.2),
+      result('pushrelay', 2, 0.1),
+    ]);
+    const row = text.split('\n').find((l) => l.includes('CPU per targeted publish'))!;
+    expect(row).toContain('| 2.00× | 0.50× | 1.25× | met |');
+    const batch = text.split('\n').find((l) => l.includes('CPU per batch message'))!;
+    expect(batch).toContain('| 0.10× | 0.10× | 0.10× | met |');
+    expect(text).toContain('| 0 / 0 | met |');
   });
 });
 
