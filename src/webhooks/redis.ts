@@ -224,12 +224,15 @@ export class RedisWebhookQueue implements WebhookQueue {
     if (!item) return true;
     const n = this.names;
     const size = item.tag === COUNTED ? Buffer.byteLength(item.json) * endpoints.length : 0;
-    if (size > 0 && Number((await this.redis.get(n.webhookBytes)) ?? 0) + size > this.limits.maxBytes) {
+    // Reserved before queueing (INCRBY, then given back if over): concurrent
+    // enqueues on any node can never pass the bound together.
+    if (size > 0 && (await this.redis.incrby(n.webhookBytes, size)) > this.limits.maxBytes) {
+      await this.redis.decrby(n.webhookBytes, size);
       return false;
     }
     const now = Date.now();
     const raw = encodeItem(item);
-    await Promise.all(
+    const queued = Promise.all(
       endpoints.map(async (e) => {
         const args = [now, raw, item.hold, match ?? '', key];
         if (this.cluster) {
@@ -245,7 +248,12 @@ export class RedisWebhookQueue implements WebhookQueue {
         }
       }),
     );
-    if (size > 0) await this.redis.incrby(n.webhookBytes, size);
+    try {
+      await queued;
+    } catch (err) {
+      if (size > 0) await this.release(size).catch(() => {});
+      throw err;
+    }
     return true;
   }
 
