@@ -87,6 +87,12 @@ export function registerEchoRoutes(app: HttpApp, deps: EchoApiDeps): void {
     scope.post(
       '/apps/:appId/events',
       {
+        // The publisher rate limit (PUSHRELAY_RATE_LIMIT), per app id, cluster-wide as for publisher keys.
+        config: {
+          rateLimit: {
+            keyGenerator: (request: FastifyRequest) => `echo:${(request.params as { appId: string }).appId}`,
+          },
+        },
         onRequest: async (request) => authorize(request),
         schema: {
           params: AppParams,

@@ -353,3 +353,33 @@ describe('Laravel Echo on a standalone node (no Redis)', () => {
     expect(got).toEqual([{ title: 'hi' }]);
   });
 });
+
+describe('laravel-echo-server’s HTTP API under a flood', () => {
+  let node: RelayNode;
+  const APP = { id: 'shop', key: 'flood-echo-key' };
+  beforeAll(async () => {
+    node = await startInProcess({
+      PUSHRELAY_ECHO: 'on',
+      PUSHRELAY_ECHO_CLIENTS: `${APP.id}:${APP.key},other:other-echo-key`,
+      PUSHRELAY_RATE_LIMIT: '3',
+    });
+  });
+  afterAll(async () => {
+    await node?.stop();
+  });
+
+  it('POST /apps/:appId/events is held to PUSHRELAY_RATE_LIMIT per app: 429 rate_limited with Retry-After', async () => {
+    const send = (app: { id: string; key: string }) =>
+      fetch(`${node.url}/apps/${app.id}/events?auth_key=${app.key}`, {
+        method: 'POST',
+        body: JSON.stringify({ channel: 'news', name: 'headline', data: { title: 'hi' } }),
+      });
+    for (let i = 0; i < 3; i++) expect((await send(APP)).status).toBe(200);
+    const refused = await send(APP);
+    expect(refused.status).toBe(429);
+    expect(refused.headers.get('retry-after')).toMatch(/^\d+$/);
+    expect(((await refused.json()) as { error: { code: string } }).error.code).toBe('rate_limited');
+    // Another app has its own allowance.
+    expect((await send({ id: 'other', key: 'other-echo-key' })).status).toBe(200);
+  });
+});
