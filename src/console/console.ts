@@ -151,13 +151,15 @@ function draw(id: string, labels: string[], xs: number[], ys: (number | null)[][
         axes: [
           {
             ...axis,
+            // Room for one label per tick: "03:32:05" is about 60 px wide.
+            space: 80,
             // One line of wall-clock time; the default adds a date row that only takes room.
             values: (_u, splits) => {
               const span = (splits[splits.length - 1] ?? 0) - (splits[0] ?? 0);
               const style: Intl.DateTimeFormatOptions =
                 span < 180
-                  ? { hour: '2-digit', minute: '2-digit', second: '2-digit' }
-                  : { hour: '2-digit', minute: '2-digit' };
+                  ? { hour: '2-digit', minute: '2-digit', second: '2-digit', hourCycle: 'h23' }
+                  : { hour: '2-digit', minute: '2-digit', hourCycle: 'h23' };
               return splits.map((t) => new Date(t * 1000).toLocaleTimeString([], style));
             },
           },
