@@ -7,9 +7,9 @@ import { connectClient, type TestClient } from '../helpers/clients.js';
 import { token } from '../helpers/env.js';
 import { post } from '../helpers/http.js';
 import { scrape } from '../helpers/metrics.js';
-import { type RelayNode, startInProcess } from '../helpers/nodes.js';
+import { type RelayNode, startInProcess, startProcess } from '../helpers/nodes.js';
 import { type RedisServer, startRedis } from '../helpers/redis.js';
-import { waitFor } from '../helpers/wait.js';
+import { sleep, waitFor } from '../helpers/wait.js';
 
 // Rails and AnyCable publishing as they already do. ActionCable is Debian's
 // ruby-actioncable 6.1 itself (examples/rails/actioncable/broadcast.rb), its
@@ -161,5 +161,55 @@ describe('Rails ActionCable and AnyCable publishers', () => {
       secret: KEY,
     });
     expect([bad.status, (bad.body.error as { code: string }).code]).toEqual([400, 'invalid_body']);
+  });
+});
+
+describe('ActionCable broadcasts to one stream, two relay processes', () => {
+  let redis: RedisServer;
+  let nodes: RelayNode[] = [];
+  beforeAll(async () => {
+    redis = await startRedis();
+    const env = {
+      REDIS_URL: redis.url,
+      PUSHRELAY_ACTIONCABLE_PREFIX: 'shop_test',
+      PUSHRELAY_NAMESPACES: JSON.stringify({ chat_42: { public: true } }),
+    };
+    nodes = [await startProcess(env), await startProcess(env)];
+    await waitFor(async () => (await scrape(nodes[0]!.url)).value('pushrelay_ingest_members') === 2, {
+      what: 'both nodes sharing raw ingest',
+    });
+    // A node joining takes its share 5 s after it joined, and messages are claimed one by one for
+    // 3 s after that (membership.ts): past both, each node handles exactly what it owns.
+    await sleep(9000);
+  }, 30_000);
+  afterAll(async () => {
+    await Promise.all(nodes.map((n) => n.stop()));
+    await redis?.stop();
+  });
+
+  it('arrive in the order Rails sent them, whichever node handles them', async () => {
+    const client = await connectClient(nodes[1]!.url, await token('reader'));
+    expect(await client.request('subscribe', { channels: ['chat_42'] })).toMatchObject({ ok: true });
+    const script = `
+      require "logger"; require "active_support/all"; require "action_cable"
+      ActionCable.server.config.cable = ActiveSupport::HashWithIndifferentAccess.new(
+        adapter: "redis", url: ENV.fetch("REDIS_URL"), channel_prefix: "shop_test")
+      ActionCable.server.config.logger = Logger.new(nil)
+      400.times { |i| ActionCable.server.broadcast("chat_42", {seq: i}) }
+      ActionCable.server.pubsub.shutdown`;
+    await run('ruby', ['-e', script], { env: { PATH: process.env.PATH, REDIS_URL: redis.url } });
+    const got = await client.waitForEvent('message', 400);
+    expect(got.map((e) => (e.data as { seq: number }).seq)).toEqual([...Array(400).keys()]);
+    // What keeps that order under any load: one node takes the whole stream.
+    const published = await Promise.all(
+      nodes.map(async (n) =>
+        (await scrape(n.url)).value('pushrelay_ingest_messages_total', {
+          source: 'actioncable',
+          outcome: 'published',
+        }),
+      ),
+    );
+    expect(published.sort((x, y) => x - y)).toEqual([0, 400]);
+    client.close();
   });
 });

@@ -43,6 +43,8 @@ export function actionCableRoute(channelPrefix: string, maxJsonDepth: number): P
   const head = `${channelPrefix}:`;
   return {
     source: 'actioncable',
+    // One Redis channel is one stream: its messages keep their order.
+    ownBy: 'channel',
     pattern: `${escapeGlob(channelPrefix)}:*`,
     accepts: (channel) => channel.startsWith(head) && channel.length > head.length,
     decode: (channel, text) => [decodeActionCable(channel.slice(head.length), text, maxJsonDepth)],

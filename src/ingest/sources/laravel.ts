@@ -73,6 +73,8 @@ export function laravelRoute(options: LaravelRouteOptions): PubSubRoute {
   const { prefix, others, maxJsonDepth } = options;
   return {
     source: 'laravel',
+    // One Redis channel is one stream: its messages keep their order.
+    ownBy: 'channel',
     pattern: `${escapeGlob(prefix)}*`,
     accepts: (channel) =>
       channel.startsWith(prefix) &&

@@ -39,6 +39,13 @@ export interface PubSubRoute {
   readonly accepts?: (channel: string) => boolean;
   /** Turns one message into what to do; never throws (a malformed message is a `refuse`). */
   decode(channel: string, payload: string): Decoded[];
+  /**
+   * Whose messages one node takes: `channel` (every message of a Redis channel
+   * goes to the same node, so a stream's messages keep their order, as
+   * ActionCable's and Laravel's channels name one stream each), or `message`
+   * (default: spread message by message, for channels many streams share).
+   */
+  readonly ownBy?: 'channel' | 'message';
 }
 
 type Outcome = 'published' | 'not_owner' | 'claimed_elsewhere' | 'dropped' | 'failed' | 'ignored';
@@ -217,7 +224,9 @@ export class PubSubIngest {
       if (channel.startsWith(`${this.deps.names.prefix}:`) || !(bound.route.accepts?.(channel) ?? true))
         return;
     }
-    const verdict = this.membership.decide(crc32(payload, crc32(channel)));
+    const verdict = this.membership.decide(
+      bound.route.ownBy === 'channel' ? crc32(channel) : crc32(payload, crc32(channel)),
+    );
     if (verdict === 'other') {
       bound.counters.not_owner.inc();
       return;
