@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connectClient, type TestClient } from '../helpers/clients.js';
 import { KEY, token } from '../helpers/env.js';
 import { rawRequest } from '../helpers/http.js';
+import { scrape } from '../helpers/metrics.js';
 import { type RelayNode, startProcess } from '../helpers/nodes.js';
 import { type RedisServer, startRedis } from '../helpers/redis.js';
 import { sleep, waitFor } from '../helpers/wait.js';
@@ -200,6 +201,11 @@ describe('the examples', () => {
       readme.indexOf('**Pub/sub.**'),
     );
     const block = (lang: string) => new RegExp(`\`\`\`${lang}\n([\\s\\S]*?)\`\`\``).exec(section)![1]!;
+    // A node takes raw PUBLISHes once it has joined raw ingest (within a heartbeat of starting;
+    // until then a PUBLISH is lost, as the README says of pub/sub).
+    await waitFor(async () => (await scrape(node.url)).value('pushrelay_ingest_members') >= 1, {
+      what: 'the node to take raw PUBLISHes',
+    });
     const alice = await connect('alice');
     const runs: [string, () => Promise<unknown>][] = [
       [
