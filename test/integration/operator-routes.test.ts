@@ -120,6 +120,16 @@ describe('operator routes (standalone)', () => {
     );
     await post(`${node.url}/v1/publish`, { event: 'invoice', data: 3, users: ['dora'] });
     expect((await watcher.waitForEvent('invoice', 3)).map((e) => e.data)).toEqual([1, 2, 3]);
+    // The console refreshes its short-lived tail token before it expires: the watch goes on.
+    const again = await post<{ token: string }>(
+      `${node.url}/v1/channels/${encodeURIComponent('user:dora')}/tail-token`,
+      undefined,
+    );
+    expect(await watcher.request<{ ok: boolean }>('refresh', { token: again.body.token })).toMatchObject({
+      ok: true,
+    });
+    await post(`${node.url}/v1/publish`, { event: 'invoice', data: 4, users: ['dora'] });
+    expect((await watcher.waitForEvent('invoice', 4)).map((e) => e.data)).toEqual([1, 2, 3, 4]);
     watcher.close();
   });
 

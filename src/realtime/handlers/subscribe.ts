@@ -1,11 +1,5 @@
 import { RelayError } from '../../errors.js';
-import {
-  assertClientChannel,
-  BROADCAST_CHANNEL,
-  NATIVE_ROOM,
-  type Position,
-  userChannel,
-} from '../../ingest/message.js';
+import { assertClientChannel, type Position, userChannel } from '../../ingest/message.js';
 import type { ChannelAnswer, RelaySocket, Since } from '../events.js';
 import type { Hub } from '../hub.js';
 import { channelList, type Handler, isObject } from './answer.js';
@@ -19,9 +13,9 @@ export interface SubscribeDeps {
 /** Channels a socket chose (its own id, its user channel and the broadcast channel are not counted). */
 export function clientChannels(socket: RelaySocket): string[] {
   const own = userChannel(socket.data.user);
-  return [...socket.rooms].filter(
-    (r) => r !== socket.id && r !== own && r !== BROADCAST_CHANNEL && r !== NATIVE_ROOM,
-  );
+  // `$` rooms are the relay's own ($broadcast, the protocol rooms, the console's
+  // $watch rooms): no client channel starts with `$`.
+  return [...socket.rooms].filter((r) => r !== socket.id && r !== own && !r.startsWith('$'));
 }
 
 /** Parses a `since` map; anything malformed is the client's error. */
