@@ -5,6 +5,7 @@ import { isRelayError, RelayError } from '../errors.js';
 import type { Ingest } from '../ingest/ingest.js';
 import { decodeUtf8, parseJsonText } from '../ingest/json.js';
 import { assertClientChannel, isChannelName, listsMembers, USER_NAMESPACE } from '../ingest/message.js';
+import { parsePublishBody } from '../ingest/schema.js';
 import { ECHO_PRESENCE_PREFIX, infoValue, type Presence } from '../presence/index.js';
 import type { RelayServer } from '../realtime/events.js';
 import { userIdOut } from '../realtime/protocols/echo/auth.js';
@@ -131,7 +132,9 @@ export function registerEchoRoutes(app: HttpApp, deps: EchoApiDeps): void {
             if (!isRelayError(err) || err.code !== 'invalid_json') throw err;
           }
         }
-        await deps.ingest.publish({ event: name, channels: list as string[], data: value }, 'echo', {
+        // The publish route's own checks: channel names and count, event name, sizes.
+        const publish = parsePublishBody({ event: name, channels: list, data: value });
+        await deps.ingest.publish(publish, 'echo', {
           exceptSockets: typeof socket === 'string' && socket !== '' ? [socket] : [],
         });
         return { message: 'ok' };

@@ -83,15 +83,16 @@ export class Admission {
       this.metrics.rateLimited.inc({ scope: 'address' });
       return 'rate_limited';
     }
+    if (!take(this.handshakes, this.config.connectRate, this.config.connectRate)) {
+      this.metrics.rateLimited.inc({ scope: 'connection' });
+      return 'rate_limited';
+    }
+    // Only a handshake that is let in makes room: one refused anyway closes nobody.
     if (this.pendingOf.size >= this.config.preauthMax) {
       const [oldest] = this.pendingOf.keys();
       this.settle(oldest!);
       (oldest as EngineConn).close();
       this.metrics.rateLimited.inc({ scope: 'preauth_evicted' });
-    }
-    if (!take(this.handshakes, this.config.connectRate, this.config.connectRate)) {
-      this.metrics.rateLimited.inc({ scope: 'connection' });
-      return 'rate_limited';
     }
     return undefined;
   }

@@ -184,6 +184,7 @@ export function wireWebhooks(deps: {
             .then((ok) => count(undeliveredTo, ok ? 'queued' : 'refused')),
         );
       }
+      if (jobs.length === 0) return;
       void Promise.all(jobs)
         .then(() => deliverer.wake())
         .catch((err: Error) => {

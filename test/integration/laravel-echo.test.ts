@@ -382,4 +382,23 @@ describe('laravel-echo-server’s HTTP API under a flood', () => {
     // Another app has its own allowance.
     expect((await send({ id: 'other', key: 'other-echo-key' })).status).toBe(200);
   });
+
+  it('POST /apps/:appId/events gets the publish route’s checks: channel count, event name', async () => {
+    const send = (body: unknown) =>
+      fetch(`${node.url}/apps/other/events?auth_key=other-echo-key`, {
+        method: 'POST',
+        body: JSON.stringify(body),
+      });
+    const many = Array.from({ length: 1001 }, (_, i) => `c${i}`);
+    for (const body of [
+      { channels: many, name: 'headline', data: {} },
+      { channel: 'news', name: 'connect', data: {} },
+    ]) {
+      const res = await send(body);
+      expect(res.status).toBe(400);
+      expect(((await res.json()) as { error: { code: string } }).error.code).toMatch(
+        /invalid_body|reserved_event/,
+      );
+    }
+  });
 });

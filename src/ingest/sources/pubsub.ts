@@ -287,16 +287,16 @@ export class PubSubIngest {
   private claimKey(channel: string, payload: Buffer): string {
     const digest = createHash('sha1').update(channel).update('\n').update(payload).digest('base64url');
     const now = Date.now();
-    if (this.occurrences.size >= 4096) {
-      for (const [d, o] of this.occurrences) if (now - o.at >= CLAIM_TTL_MS) this.occurrences.delete(d);
+    // The map is kept in time order (an entry seen again moves to the end), so
+    // the expired ones are at its head: dropping them stops at the first live one.
+    for (const [d, o] of this.occurrences) {
+      if (now - o.at < CLAIM_TTL_MS && this.occurrences.size < 65_536) break;
       // Bounded in a burst too: the oldest go first (a repeat of one of them may then collapse).
-      for (const d of this.occurrences.keys()) {
-        if (this.occurrences.size < 65_536) break;
-        this.occurrences.delete(d);
-      }
+      this.occurrences.delete(d);
     }
     const seen = this.occurrences.get(digest);
     const n = seen !== undefined && now - seen.at < CLAIM_TTL_MS ? seen.n + 1 : 1;
+    this.occurrences.delete(digest);
     this.occurrences.set(digest, { n, at: now });
     return `${digest}.${n}`;
   }
