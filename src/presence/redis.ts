@@ -553,9 +553,11 @@ export class RedisPresence implements Presence {
       const withScores = results[3] as string[];
       const beats = new Map<string, number>();
       for (let i = 0; i + 1 < withScores.length; i += 2) beats.set(withScores[i]!, Number(withScores[i + 1]));
-      this.beats = beats;
       this.alive = new Set([...beats.keys(), this.nodeId]);
       const dead = (results[4] as string[]).filter((id) => id !== this.nodeId);
+      // Known dead (not unknown: countFrom leaves their sockets out rather than asking Redis).
+      for (const id of dead) if (!beats.has(id)) beats.set(id, 0);
+      this.beats = beats;
       if (dead.length > 0 && !this.cleaning && now >= this.cleanFrom) void this.cleanUp(dead);
     } catch {
       // A node that cannot reach Redis may have been cleaned up by the others: write it all again.
