@@ -107,7 +107,8 @@ export interface SocketData {
   echo?: true;
   /** Echo: channels whose auth call is in flight. */
   echoPending?: Set<string>;
-  expiryTimer?: NodeJS.Timeout;
+  /** The second (`Math.ceil(exp)`) under which the node's expiry wheel keeps the socket; undefined when not armed. */
+  expirySecond?: number | undefined;
   /**
    * Channels an admin route put the socket in (server-side subscribe): the
    * token never had to allow them, so a `refresh` does not take them away.
