@@ -157,34 +157,48 @@ export function attachRealtime(io: RelayServer, deps: RealtimeDeps): void {
     metrics.socketDisconnects.inc({ reason: this.data.disconnectReason ?? reason });
   }
 
+  // Every packet a client sends costs a token, whatever its event (unknown
+  // events are parsed before they are ignored): a flooding socket gets
+  // rate_limited answers instead of the node's CPU. The bucket is made at the
+  // socket's first packet (full, as it would be by then), so idle sockets keep none.
+  const rate = config.socketRateLimit;
+  const admitPacket = (socket: RelaySocket, packet: unknown[]): boolean => {
+    socket.data.bucket ??= fullBucket(rate * 2);
+    if (take(socket.data.bucket, rate, rate * 2)) return true;
+    metrics.rateLimited.inc({ scope: 'socket' });
+    const ack = packet[packet.length - 1];
+    if (typeof ack === 'function') {
+      const error = new RelayError('rate_limited', `more than ${rate} requests per second on this socket`, 1);
+      (ack as (a: unknown) => void)({ ok: false, error: error.body() });
+    }
+    return false;
+  };
+  const handlers = new Map(listeners);
+  const runPacket = (socket: RelaySocket, packet: unknown[]): void => {
+    // As Socket.IO's own dispatch: on the next tick, and not after a disconnect.
+    if (!socket.connected) return;
+    handlers.get(packet[0] as string)?.apply(socket, packet.slice(1));
+  };
+  // A native socket's packets reach their handlers through this one shared
+  // any-listener (rate limit, then the event's handler) instead of a
+  // middleware closure and four listener slots per socket.
+  function onPacket(this: RelaySocket, ...packet: unknown[]): void {
+    if (admitPacket(this, packet)) process.nextTick(runPacket, this, packet);
+  }
+
   io.on('connection', (socket) => {
     metrics.socketConnects.inc({ outcome: 'ok' });
-    // Every packet a client sends costs a token, whatever its event (unknown
-    // events are parsed before they are ignored): a flooding socket gets
-    // rate_limited answers instead of the node's CPU.
-    const rate = config.socketRateLimit;
-    const bucket = fullBucket(rate * 2);
-    socket.use((packet, next) => {
-      if (take(bucket, rate, rate * 2)) return next();
-      metrics.rateLimited.inc({ scope: 'socket' });
-      const ack = packet[packet.length - 1];
-      if (typeof ack === 'function') {
-        const error = new RelayError(
-          'rate_limited',
-          `more than ${rate} requests per second on this socket`,
-          1,
-        );
-        (ack as (a: unknown) => void)({ ok: false, error: error.body() });
-      }
-    });
     const emitter = socket as unknown as { on(e: string, l: (...args: unknown[]) => void): unknown };
     emitter.on('disconnect', onDisconnect as (...args: unknown[]) => void);
     if (socket.data.echo) {
+      socket.use((packet, next) => {
+        if (admitPacket(socket, packet)) next();
+      });
       deps.echo?.attach(socket);
       return;
     }
     if (deps.echo) socket.join(NATIVE_ROOM);
-    for (const [event, listener] of listeners) emitter.on(event, listener);
+    socket.onAny(onPacket);
     armExpiry(socket);
     void joinOwnChannels(socket, deps);
   });
