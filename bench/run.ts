@@ -50,6 +50,9 @@ async function startSystem(
             PUSHRELAY_JWT_SECRET: JWT_SECRET,
             // On, as in production, but too high to refuse anything the benchmark sends.
             PUSHRELAY_RATE_LIMIT: '100000000',
+            // The benchmark connects its clients faster than the default 500 handshakes/s
+            // when the machine is quiet; a refused handshake would fail the run.
+            PUSHRELAY_CONNECT_RATE: '1000000',
             PUSHRELAY_DRAIN_SECONDS: '0',
             PUSHRELAY_PREFIX: `bench${run}`,
             ...(def.redis ? { REDIS_URL: redis.url } : {}),

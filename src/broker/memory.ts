@@ -3,6 +3,7 @@ import {
   type Delivery,
   decodePublication,
   encodePublication,
+  type Message,
   type Position,
   type Publication,
   UNBORN_EPOCH,
@@ -65,7 +66,7 @@ export class MemoryBroker implements Broker {
     const text = encodePublication(publication);
     const now = this.now();
     const positions: Position[] = [];
-    let message: ReturnType<typeof decodePublication> | undefined;
+    let message: Message | undefined;
     for (const channel of channels) {
       const marker = `${channel}\u0000${key}`;
       if (idempotent) {
@@ -87,7 +88,15 @@ export class MemoryBroker implements Broker {
       positions.push(position);
       if (idempotent) this.idempotency.set(marker, { position, expires: now + this.idempotencyMs });
       if (this.subscribed.has(channel)) {
-        message ??= decodePublication(text);
+        // Built from the publication this node just validated: no parse of its own encoding.
+        message ??= {
+          id: publication.id,
+          event: publication.event,
+          data: JSON.parse(publication.data) as unknown,
+          ts: publication.ts,
+          except: publication.except,
+          exceptSockets: publication.exceptSockets,
+        };
         this.deliveryHandler({ channel, offset: position.offset, epoch: position.epoch, message });
       }
     }

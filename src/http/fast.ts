@@ -51,11 +51,11 @@ const digest = (s: string) => createHash('sha256').update(s).digest();
  * behind Socket.IO's). Call once every listener is attached.
  */
 export function installFastPath(server: Server, deps: FastPathDeps): void {
-  const publishers = new Map<string, { key: PublisherKey; digest: Buffer }>();
+  const publishers = new Map<string, { key: PublisherKey; scope: string; digest: Buffer }>();
   for (const key of deps.keys) {
     if (!key.scopes.has('publish')) continue;
     const d = digest(key.secret);
-    publishers.set(d.toString('hex'), { key, digest: d });
+    publishers.set(d.toString('hex'), { key, scope: publisherScope(key), digest: d });
   }
   const listeners = server.listeners('request') as ((req: IncomingMessage, res: ServerResponse) => void)[];
   server.removeAllListeners('request');
@@ -90,7 +90,7 @@ export function installFastPath(server: Server, deps: FastPathDeps): void {
     // Unknown keys and keys without the publish scope get Fastify's answers.
     if (!found || !timingSafeEqual(d, found.digest)) return slow(req, res);
     readBody(req, length, (body) => {
-      void handle(route, found.key, body, res, deps);
+      void handle(route, found.scope, body, res, deps);
     });
   });
 }
@@ -112,18 +112,20 @@ function readBody(req: IncomingMessage, length: number, done: (body: Buffer) => 
 
 async function handle(
   route: 'publish' | 'batch',
-  key: PublisherKey,
+  scope: string,
   raw: Buffer,
   res: ServerResponse,
   deps: FastPathDeps,
 ): Promise<void> {
-  let limited: { remaining: number; reset: number } | undefined;
+  let limited: Limited | undefined;
   try {
     const value = parseJsonText(decodeUtf8(raw), deps.maxJsonDepth);
     const validate = route === 'publish' ? validatePublish : validateBatch;
     if (!validate(value)) throw new RelayError('invalid_body', describeAjvError(validate.errors, 'body'));
     if (deps.rateLimit) {
-      limited = await take(deps.rateLimit, route, `key:${key.name}`);
+      const taken = take(deps.rateLimit, route, scope);
+      // The limiter answers at once while this node holds quota: no promise then.
+      limited = taken instanceof Promise ? await taken : taken;
       if (limited.remaining < 0) {
         deps.rateLimit.onExceeded();
         const retry = Math.max(1, limited.reset);
@@ -134,7 +136,6 @@ async function handle(
         );
       }
     }
-    const scope = publisherScope(key);
     const text =
       route === 'publish'
         ? resultJson(await deps.ingest.publish(value as PublishBody, 'http', { scope }))
@@ -148,26 +149,36 @@ async function handle(
   }
 }
 
+interface Limited {
+  remaining: number;
+  reset: number;
+}
+
+/** The limiter's answer: at once when its store answers synchronously, else once it has. */
 function take(
   limit: NonNullable<FastPathDeps['rateLimit']>,
   route: 'publish' | 'batch',
   key: string,
-): Promise<{ remaining: number; reset: number }> {
+): Limited | Promise<Limited> {
+  let answer: Limited | undefined;
+  let settle: ((l: Limited) => void) | undefined;
+  limit[route].incr(
+    key,
+    (err, r) => {
+      // As with the plugin's skipOnError: a limiter that cannot reach Redis lets the request through.
+      const l =
+        err || !r
+          ? { remaining: limit.max, reset: 0 }
+          : { remaining: r.current > limit.max ? -1 : limit.max - r.current, reset: Math.ceil(r.ttl / 1000) };
+      if (settle) settle(l);
+      else answer = l;
+    },
+    limit.windowMs,
+    limit.max,
+  );
+  if (answer !== undefined) return answer;
   return new Promise((resolve) => {
-    limit[route].incr(
-      key,
-      (err, r) => {
-        // As with the plugin's skipOnError: a limiter that cannot reach Redis lets the request through.
-        if (err || !r) resolve({ remaining: limit.max, reset: 0 });
-        else
-          resolve({
-            remaining: r.current > limit.max ? -1 : limit.max - r.current,
-            reset: Math.ceil(r.ttl / 1000),
-          });
-      },
-      limit.windowMs,
-      limit.max,
-    );
+    settle = resolve;
   });
 }
 
@@ -175,7 +186,7 @@ function send(
   res: ServerResponse,
   status: number,
   text: string,
-  limited: { remaining: number; reset: number } | undefined,
+  limited: Limited | undefined,
   max: number | undefined,
   error?: RelayError,
 ): void {

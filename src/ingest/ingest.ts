@@ -15,6 +15,16 @@ import {
 import type { ResultStore, StoredResult } from './results.js';
 import type { PublishBody } from './schema.js';
 
+const NONE: readonly string[] = [];
+
+/** The list without repeats, in first-seen order; short lists (the usual one user) without a Set. */
+function unique(list: readonly string[] | undefined): readonly string[] {
+  if (list === undefined || list.length === 0) return NONE;
+  if (list.length === 1) return list;
+  if (list.length === 2) return list[0] === list[1] ? [list[0]!] : list;
+  return [...new Set(list)];
+}
+
 /** What a Socket.IO socket id looks like (base64url, 20 characters); anything else names no socket and is dropped. */
 const SOCKET_ID_RE = /^[A-Za-z0-9_-]{1,64}$/;
 
@@ -156,22 +166,23 @@ export class Ingest {
   /** Checks a publish against the rules every source shares; throws the first problem. */
   plan(body: PublishBody, options: PublishOptions = {}): Plan {
     assertEventName(body.event);
-    const except = [...new Set(body.except_users ?? [])];
+    const except = unique(body.except_users);
     for (const u of except) assertUserId(u);
-    const excluded = new Set(except);
-    const users = [...new Set(body.users ?? [])];
+    const excluded = except.length > 0 ? new Set(except) : undefined;
+    const users = unique(body.users);
     for (const u of users) assertUserId(u);
-    const channels = [...new Set(body.channels ?? [])];
+    const channels = unique(body.channels);
     for (const c of channels) assertClientChannel(c);
     const broadcast = body.broadcast === true;
     if (broadcast && (users.length > 0 || channels.length > 0)) throw new RelayError('invalid_target');
     if (!broadcast && users.length === 0 && channels.length === 0) throw new RelayError('no_target');
     const data = body.data === undefined ? 'null' : JSON.stringify(body.data);
-    if (Buffer.byteLength(data) > this.deps.maxPayloadBytes) {
+    // UTF-8 takes at most 3 bytes per UTF-16 unit: only a text that could be too large is measured.
+    if (data.length * 3 > this.deps.maxPayloadBytes && Buffer.byteLength(data) > this.deps.maxPayloadBytes) {
       throw new RelayError('payload_too_large', `data is larger than ${this.deps.maxPayloadBytes} bytes`);
     }
-    const targeted = users.filter((u) => !excluded.has(u));
-    for (const u of options.audience ?? []) assertUserId(u);
+    const targeted = excluded ? users.filter((u) => !excluded.has(u)) : users;
+    if (options.audience) for (const u of options.audience) assertUserId(u);
     return {
       body,
       users: targeted,
@@ -179,8 +190,10 @@ export class Ingest {
       broadcast,
       except,
       data,
-      audience: options.audience ? [...new Set(options.audience)].filter((u) => !excluded.has(u)) : targeted,
-      exceptSockets: (options.exceptSockets ?? []).filter((id) => SOCKET_ID_RE.test(id)),
+      audience: options.audience ? [...new Set(options.audience)].filter((u) => !excluded?.has(u)) : targeted,
+      exceptSockets: options.exceptSockets
+        ? options.exceptSockets.filter((id) => SOCKET_ID_RE.test(id))
+        : NONE,
       resultKey:
         body.id === undefined
           ? undefined
@@ -291,10 +304,12 @@ export class Ingest {
       }
     }
     const channels = [...wanted];
-    const [counts, nodes] = await Promise.all([
-      presence.count(channels),
-      plans.some((p) => p.broadcast) ? presence.nodes() : undefined,
-    ]);
+    const broadcast = plans.some((p) => p.broadcast);
+    // A driver that knows the counts locally answers without a promise per publish.
+    const [counts, nodes] =
+      presence.countNow && !broadcast
+        ? [presence.countNow(channels), undefined]
+        : await Promise.all([presence.count(channels), broadcast ? presence.nodes() : undefined]);
     const count = new Map(channels.map((c, i) => [c, counts[i] ?? 0]));
     const total = nodes?.reduce((n, node) => n + node.sockets, 0) ?? 0;
     return tally(plans, count, total);

@@ -110,6 +110,10 @@ export class MemoryPresence implements Presence {
   }
 
   async count(channels: readonly string[]): Promise<number[]> {
+    return this.countNow(channels);
+  }
+
+  countNow(channels: readonly string[]): number[] {
     return channels.map((c) => this.channels.get(c)?.sockets.size ?? 0);
   }
 

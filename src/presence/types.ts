@@ -134,6 +134,8 @@ export interface Presence {
   leave(channel: string, socketId: string): Promise<void>;
   /** Sockets in each channel, cluster-wide. */
   count(channels: readonly string[]): Promise<number[]>;
+  /** The same counts, synchronously: only drivers that hold every count in this process (standalone). */
+  countNow?(channels: readonly string[]): number[];
   /**
    * The same count from per-channel counts hashes (node -> sockets) that were
    * read elsewhere (the publish script reads them in its own step), counting

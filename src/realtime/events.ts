@@ -2,6 +2,7 @@ import type { Server, Socket } from 'socket.io';
 import type { DisconnectReason, ErrorBody } from '../errors.js';
 import type { Position } from '../ingest/message.js';
 import type { Member } from '../presence/index.js';
+import type { BucketState } from './limits.js';
 
 // The wire protocol a client sees, as types. Client requests carry an
 // acknowledgement; every answer is { ok: true, ... } or { ok: false, error }.
@@ -107,7 +108,10 @@ export interface SocketData {
   echo?: true;
   /** Echo: channels whose auth call is in flight. */
   echoPending?: Set<string>;
-  expiryTimer?: NodeJS.Timeout;
+  /** The socket's packet rate-limit bucket, made at its first packet. */
+  bucket?: BucketState;
+  /** The second (`Math.ceil(exp)`) under which the node's expiry wheel keeps the socket; undefined when not armed. */
+  expirySecond?: number | undefined;
   /**
    * Channels an admin route put the socket in (server-side subscribe): the
    * token never had to allow them, so a `refresh` does not take them away.

@@ -406,16 +406,20 @@ export class Hub {
     state.delivered = offset;
     state.lastId = message.id;
     state.lastTs = Math.max(state.lastTs, message.ts);
-    let target = this.io.local.to(
-      state.name.startsWith(`${USER_NAMESPACE}:`) ? [state.name, watchRoom(state.name)] : state.name,
-    );
+    const rooms = this.io.of('/').adapter.rooms;
+    // A user's channel also reaches its watchers' room, when there is one on this node.
+    let watch: string | undefined;
+    if (state.name.startsWith(`${USER_NAMESPACE}:`)) {
+      watch = watchRoom(state.name);
+      if (!rooms.has(watch)) watch = undefined;
+    }
+    let target = this.io.local.to(watch === undefined ? state.name : [state.name, watch]);
     if (message.except && message.except.length > 0) target = target.except(message.except.map(userChannel));
     if (message.exceptSockets && message.exceptSockets.length > 0)
       target = target.except([...message.exceptSockets]);
     if (this.echo) {
       // Echo sockets take the same message in their own shape: emit(event, channel, data).
       // Each shape is encoded only when this node has sockets speaking it.
-      const rooms = this.io.of('/').adapter.rooms;
       if ((rooms.get(ECHO_ROOM)?.size ?? 0) > 0) {
         target.except(NATIVE_ROOM).emit(message.event, state.name, message.data);
       }
@@ -425,7 +429,7 @@ export class Hub {
     } else {
       target.emit(message.event, message.data, meta(state.name, offset, epoch, message));
     }
-    const reached = this.io.of('/').adapter.rooms.get(state.name)?.size ?? 0;
+    const reached = rooms.get(state.name)?.size ?? 0;
     this.metrics.deliveries.inc(reached);
     this.metrics.deliveryLatency.observe(Math.max(0, Date.now() - message.ts) / 1000);
   }

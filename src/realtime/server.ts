@@ -81,13 +81,8 @@ export function attachRealtime(io: RelayServer, deps: RealtimeDeps): void {
     if (socket.data.exp * 1000 <= Date.now()) disconnect(socket, 'token_expired');
     else armExpiry(socket);
   };
-  const armExpiry = (socket: RelaySocket) => {
-    if (socket.data.expiryTimer) clearTimeout(socket.data.expiryTimer);
-    const ms = socket.data.exp * 1000 - Date.now();
-    // The socket is passed as the timer's argument: no closure per socket.
-    socket.data.expiryTimer = setTimeout(expire, Math.max(0, Math.min(ms, 2 ** 31 - 1)), socket);
-    socket.data.expiryTimer.unref();
-  };
+  const expiries = new ExpiryWheel(expire);
+  const armExpiry = (socket: RelaySocket) => expiries.arm(socket);
 
   /** Takes a connection slot for an authenticated (or Echo) socket, or refuses it. */
   const takeSlot = (socket: RelaySocket, next: (err?: Error) => void) => {
@@ -157,39 +152,53 @@ export function attachRealtime(io: RelayServer, deps: RealtimeDeps): void {
     ],
   ];
   function onDisconnect(this: RelaySocket, reason: string): void {
-    if (this.data.expiryTimer) clearTimeout(this.data.expiryTimer);
+    expiries.disarm(this);
     // Disconnects the relay causes are counted under its own reason, not Socket.IO's generic one.
     metrics.socketDisconnects.inc({ reason: this.data.disconnectReason ?? reason });
   }
 
+  // Every packet a client sends costs a token, whatever its event (unknown
+  // events are parsed before they are ignored): a flooding socket gets
+  // rate_limited answers instead of the node's CPU. The bucket is made at the
+  // socket's first packet (full, as it would be by then), so idle sockets keep none.
+  const rate = config.socketRateLimit;
+  const admitPacket = (socket: RelaySocket, packet: unknown[]): boolean => {
+    socket.data.bucket ??= fullBucket(rate * 2);
+    if (take(socket.data.bucket, rate, rate * 2)) return true;
+    metrics.rateLimited.inc({ scope: 'socket' });
+    const ack = packet[packet.length - 1];
+    if (typeof ack === 'function') {
+      const error = new RelayError('rate_limited', `more than ${rate} requests per second on this socket`, 1);
+      (ack as (a: unknown) => void)({ ok: false, error: error.body() });
+    }
+    return false;
+  };
+  const handlers = new Map(listeners);
+  const runPacket = (socket: RelaySocket, packet: unknown[]): void => {
+    // As Socket.IO's own dispatch: on the next tick, and not after a disconnect.
+    if (!socket.connected) return;
+    handlers.get(packet[0] as string)?.apply(socket, packet.slice(1));
+  };
+  // A native socket's packets reach their handlers through this one shared
+  // any-listener (rate limit, then the event's handler) instead of a
+  // middleware closure and four listener slots per socket.
+  function onPacket(this: RelaySocket, ...packet: unknown[]): void {
+    if (admitPacket(this, packet)) process.nextTick(runPacket, this, packet);
+  }
+
   io.on('connection', (socket) => {
     metrics.socketConnects.inc({ outcome: 'ok' });
-    // Every packet a client sends costs a token, whatever its event (unknown
-    // events are parsed before they are ignored): a flooding socket gets
-    // rate_limited answers instead of the node's CPU.
-    const rate = config.socketRateLimit;
-    const bucket = fullBucket(rate * 2);
-    socket.use((packet, next) => {
-      if (take(bucket, rate, rate * 2)) return next();
-      metrics.rateLimited.inc({ scope: 'socket' });
-      const ack = packet[packet.length - 1];
-      if (typeof ack === 'function') {
-        const error = new RelayError(
-          'rate_limited',
-          `more than ${rate} requests per second on this socket`,
-          1,
-        );
-        (ack as (a: unknown) => void)({ ok: false, error: error.body() });
-      }
-    });
     const emitter = socket as unknown as { on(e: string, l: (...args: unknown[]) => void): unknown };
     emitter.on('disconnect', onDisconnect as (...args: unknown[]) => void);
     if (socket.data.echo) {
+      socket.use((packet, next) => {
+        if (admitPacket(socket, packet)) next();
+      });
       deps.echo?.attach(socket);
       return;
     }
     if (deps.echo) socket.join(NATIVE_ROOM);
-    for (const [event, listener] of listeners) emitter.on(event, listener);
+    socket.onAny(onPacket);
     armExpiry(socket);
     void joinOwnChannels(socket, deps);
   });
@@ -232,5 +241,66 @@ async function joinOwnChannels(socket: RelaySocket, deps: RealtimeDeps): Promise
   } catch (err) {
     deps.log.warn({ err: (err as Error).message, user: socket.data.user }, 'could not set up a new socket');
     if (socket.connected) disconnect(socket, 'unavailable');
+  }
+}
+
+/**
+ * Token expiry for every socket of a node from one timer: sockets are kept by
+ * the second their token expires in, and a tick once a second (running only
+ * while some socket waits) hands over those whose second has come, so a
+ * socket is ended within a second after its `exp`. A Timeout per socket cost
+ * each idle connection ~150 bytes of heap.
+ */
+class ExpiryWheel {
+  private readonly due = new Map<number, Set<RelaySocket>>();
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(private readonly onDue: (socket: RelaySocket) => void) {}
+
+  /** (Re)arms the socket for its current `data.exp`. */
+  arm(socket: RelaySocket): void {
+    this.disarm(socket);
+    const second = Math.ceil(socket.data.exp);
+    if (second * 1000 <= Date.now()) {
+      setTimeout(this.onDue, 0, socket).unref();
+      return;
+    }
+    let sockets = this.due.get(second);
+    if (sockets === undefined) {
+      sockets = new Set();
+      this.due.set(second, sockets);
+    }
+    sockets.add(socket);
+    socket.data.expirySecond = second;
+    this.timer ??= setInterval(() => this.tick(), 1000).unref();
+  }
+
+  disarm(socket: RelaySocket): void {
+    const second = socket.data.expirySecond;
+    if (second === undefined) return;
+    socket.data.expirySecond = undefined;
+    const sockets = this.due.get(second);
+    if (sockets?.delete(socket) && sockets.size === 0) this.due.delete(second);
+    this.stopIfIdle();
+  }
+
+  private tick(): void {
+    const now = Date.now();
+    for (const [second, sockets] of this.due) {
+      if (second * 1000 > now) continue;
+      this.due.delete(second);
+      for (const socket of sockets) {
+        socket.data.expirySecond = undefined;
+        this.onDue(socket);
+      }
+    }
+    this.stopIfIdle();
+  }
+
+  private stopIfIdle(): void {
+    if (this.due.size === 0 && this.timer !== undefined) {
+      clearInterval(this.timer);
+      this.timer = undefined;
+    }
   }
 }
