@@ -158,7 +158,9 @@ describe('Redis Sentinel', () => {
       for (const s of subs) s.close();
     });
     // The app's own client finds the master through the sentinels, as a Rails or Laravel app's does,
-    // and sends an entry again when Redis did not answer (its `id` makes the repeat harmless).
+    // and sends an entry again when Redis did not answer or did not confirm it on the replica (WAIT:
+    // replication is asynchronous, so without it a failover may drop an acknowledged XADD; the
+    // entry's `id` makes a repeat harmless).
     const producer = new Redis({
       sentinels: setup.sentinelPorts.map((port) => ({ host: '127.0.0.1', port })),
       name: MASTER_NAME,
@@ -174,7 +176,8 @@ describe('Redis Sentinel', () => {
       for (;;) {
         try {
           await producer.xadd('pushrelay:publish', '*', 'body', body);
-          break;
+          if (Number(await producer.call('WAIT', '1', '1000')) >= 1) break;
+          retried++;
         } catch {
           retried++;
           await sleep(100);
