@@ -3,7 +3,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { scrape } from '../helpers/metrics.js';
 import { type RelayNode, startProcess } from '../helpers/nodes.js';
 import { type RedisServer, startRedis } from '../helpers/redis.js';
-import { RecoveringSubscriber, tally } from '../helpers/subscriber.js';
+import { RecoveringSubscriber, tally, xaddCounts, xaddIndexes } from '../helpers/subscriber.js';
 import { sleep, waitFor } from '../helpers/wait.js';
 
 // Publishing through Redis, with real relay processes and real faults,
@@ -30,13 +30,6 @@ async function leftOver(r: Redis, prefix = 'pushrelay'): Promise<Record<string, 
   }
   return out;
 }
-
-/** The XADD index of every message a subscriber received, in arrival order. */
-function indexes(s: RecoveringSubscriber): number[] {
-  return s.payloads.map((d) => (d as { i: number }).i);
-}
-
-const increasing = (xs: number[]) => xs.every((x, j) => j === 0 || x > xs[j - 1]!);
 
 describe('publishing through Redis under faults', () => {
   const cleanup: (() => Promise<unknown> | unknown)[] = [];
@@ -162,19 +155,7 @@ describe('publishing through Redis under faults', () => {
     }
     await restart;
     const expected = channels.map((c) => [...Array(total).keys()].filter((i) => targets(i).includes(c)));
-    await waitFor(() => subs.every((s, k) => new Set(indexes(s)).size >= expected[k]!.length), {
-      timeoutMs: 60_000,
-      intervalMs: 200,
-      what: 'every subscriber to hold every entry of its channel',
-    }).catch(() => undefined);
-    const counts = { lost: 0, duplicated: 0, outOfXaddOrder: 0 };
-    subs.forEach((s, k) => {
-      const got = indexes(s);
-      const have = new Set(got);
-      counts.lost += expected[k]!.filter((i) => !have.has(i)).length;
-      counts.duplicated += got.length - have.size;
-      if (!increasing(got)) counts.outOfXaddOrder++;
-    });
+    const counts = await xaddCounts(subs, expected, 60_000);
     const survivors = await Promise.all(alive.map((n) => scrape(n.url)));
     const claimed = survivors.reduce(
       (n, m) => n + m.value('pushrelay_ingest_stream_claimed_entries_total'),
@@ -268,18 +249,7 @@ describe('publishing through Redis under faults', () => {
     }
     await outage;
     const expected = channels.map((_, k) => [...Array(total).keys()].filter((i) => i % 4 === k));
-    await waitFor(() => subs.every((s, k) => new Set(indexes(s)).size >= expected[k]!.length), {
-      timeoutMs: 30_000,
-      intervalMs: 200,
-    }).catch(() => undefined);
-    const counts = { lost: 0, duplicated: 0, outOfXaddOrder: 0 };
-    subs.forEach((s, k) => {
-      const got = indexes(s);
-      const have = new Set(got);
-      counts.lost += expected[k]!.filter((i) => !have.has(i)).length;
-      counts.duplicated += got.length - have.size;
-      if (!increasing(got)) counts.outOfXaddOrder++;
-    });
+    const counts = await xaddCounts(subs, expected, 30_000);
     const r = redis.client();
     await waitFor(async () => Object.values(await leftOver(r)).every((v) => v === 0), {
       timeoutMs: 10_000,
@@ -349,13 +319,13 @@ describe('publishing through Redis under faults', () => {
     publishing = false;
     await pub;
     const mustArrive = sentAt.flatMap((t, i) => (kills.some((k) => t >= k && t < k + 5000) ? [] : [i]));
-    await waitFor(() => subs.every((s) => mustArrive.every((i) => indexes(s).includes(i))), {
+    await waitFor(() => subs.every((s) => mustArrive.every((i) => xaddIndexes(s).includes(i))), {
       timeoutMs: 20_000,
       intervalMs: 200,
     }).catch(() => undefined);
     const counts = { lost: 0, duplicated: 0, lostWithin5sOfAKill: 0 };
     for (const s of subs) {
-      const got = indexes(s);
+      const got = xaddIndexes(s);
       const have = new Set(got);
       counts.duplicated += got.length - have.size;
       counts.lost += mustArrive.filter((i) => !have.has(i)).length;

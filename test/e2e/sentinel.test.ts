@@ -4,8 +4,8 @@ import { post } from '../helpers/http.js';
 import { type RelayNode, startInProcess, startProcess } from '../helpers/nodes.js';
 import { MASTER_NAME, type SentinelSetup, startSentinels } from '../helpers/sentinel.js';
 import { allReceived, publishStream } from '../helpers/stream.js';
-import { RecoveringSubscriber, tally } from '../helpers/subscriber.js';
-import { sleep, waitFor } from '../helpers/wait.js';
+import { RecoveringSubscriber, tally, xaddCounts } from '../helpers/subscriber.js';
+import { sleep } from '../helpers/wait.js';
 
 // Redis Sentinel: a master, a replica and three sentinels, all real
 // processes; two relay processes found the master through the sentinels. A
@@ -189,19 +189,7 @@ describe('Redis Sentinel', () => {
     expect(await failover).toBe('OK');
     expect(await setup.masterPort()).not.toBe(before);
     const expected = channels.map((_, k) => [...Array(total).keys()].filter((i) => i % 4 === k));
-    const indexes = (s: RecoveringSubscriber) => s.payloads.map((d) => (d as { i: number }).i);
-    await waitFor(() => subs.every((s, k) => new Set(indexes(s)).size >= expected[k]!.length), {
-      timeoutMs: 30_000,
-      what: 'every entry at its channel’s subscriber',
-    }).catch(() => undefined);
-    const counts = { lost: 0, duplicated: 0, outOfXaddOrder: 0 };
-    subs.forEach((s, k) => {
-      const got = indexes(s);
-      const have = new Set(got);
-      counts.lost += expected[k]!.filter((i) => !have.has(i)).length;
-      counts.duplicated += got.length - have.size;
-      if (!got.every((x, j) => j === 0 || x > got[j - 1]!)) counts.outOfXaddOrder++;
-    });
+    const counts = await xaddCounts(subs, expected, 30_000);
     console.log('sentinel stream failover:', { entries: total, retried, ...counts });
     expect(counts).toEqual({ lost: 0, duplicated: 0, outOfXaddOrder: 0 });
   });

@@ -185,3 +185,38 @@ export function tally(subscribers: RecoveringSubscriber[], acknowledged: readonl
   }
   return { lost, duplicated, outOfOrder };
 }
+
+/** The XADD index of every message a subscriber received, in arrival order (entries carry `data: {i}`). */
+export function xaddIndexes(s: RecoveringSubscriber): number[] {
+  return s.payloads.map((d) => (d as { i: number }).i);
+}
+
+export interface XaddCounts {
+  lost: number;
+  duplicated: number;
+  /** Subscribers that received their channel's entries out of XADD order. */
+  outOfXaddOrder: number;
+}
+
+/**
+ * Waits (up to `timeoutMs`) until each subscriber holds every XADD index
+ * expected of it, then counts what is missing, repeated or out of order.
+ */
+export async function xaddCounts(
+  subs: readonly RecoveringSubscriber[],
+  expected: readonly (readonly number[])[],
+  timeoutMs: number,
+): Promise<XaddCounts> {
+  const complete = () => subs.every((s, k) => new Set(xaddIndexes(s)).size >= expected[k]!.length);
+  const deadline = Date.now() + timeoutMs;
+  while (!complete() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
+  const counts: XaddCounts = { lost: 0, duplicated: 0, outOfXaddOrder: 0 };
+  subs.forEach((s, k) => {
+    const got = xaddIndexes(s);
+    const have = new Set(got);
+    counts.lost += expected[k]!.filter((i) => !have.has(i)).length;
+    counts.duplicated += got.length - have.size;
+    if (!got.every((x, j) => j === 0 || x > got[j - 1]!)) counts.outOfXaddOrder++;
+  });
+  return counts;
+}
