@@ -1,5 +1,6 @@
 import uPlot from 'uplot';
 import { type Meta, PushRelay } from '../client/index.js';
+import type { Sample } from '../metrics/samples.js';
 
 // The web console: it talks to the relay that served it, with the key the
 // operator signs in with (kept in memory only). Nothing of the cluster is
@@ -17,20 +18,6 @@ const BODY_PREVIEW = 120;
 const DEAD_REFRESH_POLLS = 5;
 const COLORS = ['#2f6fed', '#e8883a', '#2fa36b', '#c0362c', '#8a5cd1', '#1fa2b8', '#b8a11f', '#d15c9e'];
 
-interface Sample {
-  ts: number;
-  connections: number;
-  publishes: Record<string, number>;
-  deliveries: number;
-  latency_p50_ms: number | null;
-  latency_p99_ms: number | null;
-  rate_limited: number;
-  ingest_lag_s: number | null;
-  ingest_pending: number;
-  webhook_queue: number | null;
-  draining: boolean;
-  version: string;
-}
 interface NodeStats {
   id: string;
   startedAt: number;

@@ -67,6 +67,22 @@ function field(fields: Fields, name: string): string | undefined {
 }
 
 /** Any Redis failure answers 503, never a 500. */
+/** A letter gone: retried or discarded by someone else, or never there. */
+function gone(id: string): RelayError {
+  return new RelayError('not_found', `no dead letter ${id} (already retried or discarded?)`);
+}
+
+/** The letter's fields, if it is still there. */
+async function readLetter(command: Redis, stream: string, id: string): Promise<Fields | undefined> {
+  const found = (await redisCall(() => command.xrange(stream, id, id))) as [string, Fields][];
+  return found[0]?.[1];
+}
+
+/** Removes the letter; whoever removes it acts on it, so two operators at once act once. */
+async function removeLetter(command: Redis, stream: string, id: string): Promise<void> {
+  if ((await redisCall(() => command.xdel(stream, id))) === 0) throw gone(id);
+}
+
 async function redisCall<T>(call: () => Promise<T>): Promise<T> {
   try {
     return await call();
@@ -146,10 +162,8 @@ export function registerIngestDeadRoutes(app: HttpApp, deps: IngestDeadDeps): vo
       if (!deps.redis) throw noRedis();
       const { command, names } = deps.redis;
       const { id } = request.params;
-      const found = (await redisCall(() => command.xrange(names.ingestDead, id, id))) as [string, Fields][];
-      const fields = found[0]?.[1];
-      if (fields === undefined)
-        throw new RelayError('not_found', `no dead letter ${id} (already retried or discarded?)`);
+      const fields = await readLetter(command, names.ingestDead, id);
+      if (fields === undefined) throw gone(id);
       const source = field(fields, 'source') ?? 'stream';
       const target = deps.streams[source];
       if (target === undefined) {
@@ -160,9 +174,7 @@ export function registerIngestDeadRoutes(app: HttpApp, deps: IngestDeadDeps): vo
       }
       const body = field(fields, 'body') ?? '';
       // Whoever removes it re-queues it: two operators pressing retry at once queue it once.
-      if ((await redisCall(() => command.xdel(names.ingestDead, id))) === 0) {
-        throw new RelayError('not_found', `no dead letter ${id} (already retried or discarded?)`);
-      }
+      await removeLetter(command, names.ingestDead, id);
       let requeued: string | null;
       try {
         requeued = await command.xadd(target.stream, '*', target.field, body);
@@ -191,11 +203,8 @@ export function registerIngestDeadRoutes(app: HttpApp, deps: IngestDeadDeps): vo
       if (!deps.redis) throw noRedis();
       const { command, names } = deps.redis;
       const { id } = request.params;
-      const found = (await redisCall(() => command.xrange(names.ingestDead, id, id))) as [string, Fields][];
-      if ((await redisCall(() => command.xdel(names.ingestDead, id))) === 0) {
-        throw new RelayError('not_found', `no dead letter ${id} (already retried or discarded?)`);
-      }
-      const fields = found[0]?.[1] ?? [];
+      const fields = (await readLetter(command, names.ingestDead, id)) ?? [];
+      await removeLetter(command, names.ingestDead, id);
       done('discard', request.publisher!.name, {
         id,
         reason: field(fields, 'reason'),
