@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { Logger } from 'pino';
 import type { Redis } from '../redis/client.js';
-import type { Metrics } from './index.js';
+import { counterTotal, type Metrics } from './index.js';
 
 // What the console charts: each node samples its own rates every
 // PUSHRELAY_STATS_INTERVAL_SECONDS and keeps the last 15 minutes of them (in
@@ -182,10 +182,8 @@ export class Sampler {
       const source = String(v.labels.source);
       publishes.set(source, (publishes.get(source) ?? 0) + v.value);
     }
-    let deliveries = 0;
-    for (const v of (await metrics.deliveries.get()).values) deliveries += v.value;
-    let rateLimited = 0;
-    for (const v of (await metrics.rateLimited.get()).values) rateLimited += v.value;
+    const deliveries = await counterTotal(metrics.deliveries);
+    const rateLimited = await counterTotal(metrics.rateLimited);
     // Summed over sources, bucket by bucket.
     const byBound = new Map<number, number>();
     for (const v of (await metrics.publishDuration.get()).values) {
