@@ -48,6 +48,31 @@ export function sign(
 }
 
 const digest = (s: string) => createHash('sha256').update(s).digest();
+const BEARER = /^Bearer[ \t]+(\S+)[ \t]*$/i;
+
+/**
+ * The key an `Authorization: Bearer <secret>` header presents, for the
+ * Fastify routes and the fast path alike: one SHA-256 of the secret, one map
+ * lookup. Undefined for a header that is not Bearer, null for a wrong secret.
+ */
+export function bearerKeys(
+  keys: readonly PublisherKey[],
+): (header: string) => PublisherKey | null | undefined {
+  const digests = new Map(
+    keys.map((k) => {
+      const d = digest(k.secret);
+      return [d.toString('hex'), { key: k, digest: d }] as const;
+    }),
+  );
+  return (header) => {
+    const bearer = BEARER.exec(header);
+    if (!bearer) return undefined;
+    const d = digest(bearer[1]!);
+    const found = digests.get(d.toString('hex'));
+    // The lookup matched the digest already; the constant-time compare keeps the check honest if the map changes.
+    return found && timingSafeEqual(d, found.digest) ? found.key : null;
+  };
+}
 
 /**
  * Publisher authentication for every route that declares a scope:
@@ -58,7 +83,7 @@ const digest = (s: string) => createHash('sha256').update(s).digest();
 export function registerPublisherAuth(app: HttpApp, keys: readonly PublisherKey[], nonces: NonceStore): void {
   // Each key's digest is computed once: a request costs one SHA-256, of what it presents.
   const digests = new Map(keys.map((k) => [k, digest(k.secret)]));
-  const bySecretDigest = new Map(keys.map((k) => [digests.get(k)!.toString('hex'), k]));
+  const bearerKey = bearerKeys(keys);
   const byName = new Map(keys.map((k) => [k.name, k]));
 
   const authorize = (request: FastifyRequest, key: PublisherKey) => {
@@ -78,14 +103,9 @@ export function registerPublisherAuth(app: HttpApp, keys: readonly PublisherKey[
    * the URL (https://app:SECRET@relay/v1/publish) as Basic credentials.
    */
   const fromAuthorization = (header: string): PublisherKey => {
-    const bearer = /^Bearer[ \t]+(\S+)[ \t]*$/i.exec(header);
-    if (bearer) {
-      const d = digest(bearer[1]!);
-      const key = bySecretDigest.get(d.toString('hex'));
-      // The lookup matched the digest already; the constant-time compare keeps the check honest if the map changes.
-      if (!key || !timingSafeEqual(d, digests.get(key)!)) throw new RelayError('invalid_key');
-      return key;
-    }
+    const bearer = bearerKey(header);
+    if (bearer === null) throw new RelayError('invalid_key');
+    if (bearer !== undefined) return bearer;
     const basic = /^Basic[ \t]+([A-Za-z0-9+/=]+)[ \t]*$/i.exec(header);
     if (basic) {
       const decoded = Buffer.from(basic[1]!, 'base64').toString('utf8');

@@ -1,4 +1,3 @@
-import { createHash, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
 import type { PublisherKey } from '../config/index.js';
@@ -7,6 +6,7 @@ import type { Ingest, PublishResult } from '../ingest/ingest.js';
 import { decodeUtf8, parseJsonText } from '../ingest/json.js';
 import { BatchBody, compile, describeAjvError, PublishBody } from '../ingest/schema.js';
 import type { Metrics } from '../metrics/index.js';
+import { bearerKeys } from './auth.js';
 import { toRelayError } from './errors.js';
 import { batchAnswer, publisherScope } from './publish.js';
 import type { RouteLimiter } from './ratelimit.js';
@@ -42,21 +42,15 @@ export interface FastPathDeps {
 const validatePublish = compile<PublishBody>(PublishBody);
 const validateBatch = compile<BatchBody>(BatchBody);
 const JSON_TYPE = /^application\/json(?:;\s*charset=("?)utf-8\1)?$/i;
-const BEARER = /^Bearer[ \t]+(\S+)[ \t]*$/i;
-
-const digest = (s: string) => createHash('sha256').update(s).digest();
 
 /**
  * Puts the fast path in front of the server's request listeners (Fastify's,
  * behind Socket.IO's). Call once every listener is attached.
  */
 export function installFastPath(server: Server, deps: FastPathDeps): void {
-  const publishers = new Map<string, { key: PublisherKey; scope: string; digest: Buffer }>();
-  for (const key of deps.keys) {
-    if (!key.scopes.has('publish')) continue;
-    const d = digest(key.secret);
-    publishers.set(d.toString('hex'), { key, scope: publisherScope(key), digest: d });
-  }
+  const bearerKey = bearerKeys(deps.keys);
+  // Keys with the publish scope, and their idempotency scope, computed once.
+  const scopes = new Map(deps.keys.filter((k) => k.scopes.has('publish')).map((k) => [k, publisherScope(k)]));
   const listeners = server.listeners('request') as ((req: IncomingMessage, res: ServerResponse) => void)[];
   server.removeAllListeners('request');
   const slow = (req: IncomingMessage, res: ServerResponse) => {
@@ -83,14 +77,12 @@ export function installFastPath(server: Server, deps: FastPathDeps): void {
     ) {
       return slow(req, res);
     }
-    const bearer = BEARER.exec(auth);
-    if (!bearer) return slow(req, res);
-    const d = digest(bearer[1]!);
-    const found = publishers.get(d.toString('hex'));
-    // Unknown keys and keys without the publish scope get Fastify's answers.
-    if (!found || !timingSafeEqual(d, found.digest)) return slow(req, res);
+    // Not Bearer, unknown keys and keys without the publish scope get Fastify's answers.
+    const key = bearerKey(auth);
+    const scope = key ? scopes.get(key) : undefined;
+    if (scope === undefined) return slow(req, res);
     readBody(req, length, (body) => {
-      void handle(route, found.scope, body, res, deps);
+      void handle(route, scope, body, res, deps);
     });
   });
 }
