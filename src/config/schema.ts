@@ -656,7 +656,7 @@ export const schema = {
   ),
   webhookMaxQueueBytes: int(
     'PUSHRELAY_WEBHOOK_MAX_QUEUE_BYTES',
-    'bytes of undelivered-message webhook events (offline webhook and `message.undelivered`, which carry the message) queued at once, in memory or in Redis; past it new ones are refused and counted',
+    'bytes of webhook events of every kind (their JSON, once per receiver) queued at once, in memory or in Redis; past it new ones are refused (never sent) and counted by type; the presence transitions still happen',
     64 * 1024 * 1024,
     1024,
     16 * 1024 * 1024 * 1024,

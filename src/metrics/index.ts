@@ -122,8 +122,8 @@ export function createMetrics() {
     }),
     webhookEvents: new Counter({
       name: 'pushrelay_webhook_events_total',
-      help: 'Webhook events by receiver (its origin) and outcome: queued, delivered, retried, dead_lettered, refused (over PUSHRELAY_WEBHOOK_MAX_QUEUE_BYTES or Redis away)',
-      labelNames: ['endpoint', 'outcome'] as const,
+      help: 'Webhook events by receiver (its origin), outcome (queued, delivered, retried, dead_lettered, refused: over PUSHRELAY_WEBHOOK_MAX_QUEUE_BYTES or Redis away) and event type (offline for the offline webhook)',
+      labelNames: ['endpoint', 'outcome', 'type'] as const,
       registers: [registry],
     }),
     webhookLatency: new Histogram({
@@ -155,7 +155,7 @@ export function createMetrics() {
     }),
     webhookQueuedBytes: new Gauge({
       name: 'pushrelay_webhook_queued_bytes',
-      help: 'Bytes of queued undelivered-message webhook events (bounded by PUSHRELAY_WEBHOOK_MAX_QUEUE_BYTES), cluster-wide',
+      help: 'Bytes of queued webhook events of every type, per receiver (bounded by PUSHRELAY_WEBHOOK_MAX_QUEUE_BYTES), cluster-wide',
       registers: [registry],
       collect() {
         const s = probes.webhooks?.();

@@ -138,10 +138,18 @@ export interface PresenceWebhooks {
   readonly receivers: number;
   /** 3 (queue, lease, due set) on one Redis, 2 on a Cluster. */
   readonly stride: 2 | 3;
+  /** Length of `keys(channel)` (one Redis: the byte counter after the receivers' keys). */
+  readonly keyCount: number;
   /** Event kinds as ",a,b,". */
   readonly kinds: string;
   readonly debounceMs: number;
   nextId(): string;
+  /** Before a flush: a promise when the room must be read first (a Cluster near the bound). */
+  fresh(): Promise<void> | undefined;
+  /** ARGV[17]: the byte bound (one Redis) or the room left (Cluster). */
+  bound(): number;
+  /** Reads the script's webhook entries (refusals, bytes) from `reply[from]` on, before its events are emitted. */
+  replied(channel: string, reply: readonly unknown[], from: number): void;
 }
 
 export interface RedisPresenceOptions extends CommonOptions {
@@ -225,7 +233,7 @@ export class RedisPresence implements Presence {
     this.maxInfoBytes = options.maxInfoBytes;
     this.onInfoRefused = options.onInfoRefused ?? (() => {});
     this.webhooks = options.webhooks;
-    const hookKeys = this.webhooks ? this.webhooks.receivers * this.webhooks.stride : 0;
+    const hookKeys = this.webhooks ? this.webhooks.keyCount : 0;
     redis.defineCommand('relayPresence', { numberOfKeys: 4 + hookKeys, lua: PRESENCE_LUA });
     this.redis = redis as ScriptedRedis;
     this.emitter = new PresenceEmitter(this.log);
@@ -424,6 +432,8 @@ export class RedisPresence implements Presence {
       return;
     }
     const mine = this.names.nodeChannels(this.nodeId);
+    const room = this.webhooks?.fresh();
+    if (room) await room;
     const batch: BatchItem[] = ops.map((o) => this.scriptOp(o));
     // Same slot as the SADDs after it, so it runs before them on a Cluster too.
     if (reset) batch.push(op(mine, (p, k) => p.del(k)));
@@ -448,6 +458,7 @@ export class RedisPresence implements Presence {
         this.suspects.add(o.channel);
         continue;
       }
+      this.webhooks?.replied(o.channel, reply as unknown[], 3);
       const change = this.changeOf(o, reply as [number, string, string]);
       if (change) this.emitter.emit(eventsOf(change, this.isPresenceChannel, this.nodeId, now));
     }
@@ -487,7 +498,7 @@ export class RedisPresence implements Presence {
     ];
   }
 
-  /** ARGV[7..16] of the script: the webhook events of this call's transitions. */
+  /** ARGV[7..17] of the script: the webhook events of this call's transitions. */
   private hookArgs(channel: string): (string | number)[] {
     const w = this.webhooks;
     if (!w) return [];
@@ -502,6 +513,7 @@ export class RedisPresence implements Presence {
       channel,
       w.receivers,
       w.stride,
+      w.bound(),
     ];
   }
 
@@ -694,6 +706,7 @@ export class RedisPresence implements Presence {
     let edges = 0;
     let cursor = '0';
     do {
+      await this.webhooks?.fresh();
       const reply = (await this.redis.relayPresence(
         ...keys,
         'clean',
@@ -705,8 +718,11 @@ export class RedisPresence implements Presence {
         ...this.hookArgs(channel),
       )) as (string | number)[];
       cursor = String(reply[0]);
+      this.webhooks?.replied(channel, reply, 1);
       const now = Date.now();
       for (let i = 1; i < reply.length; i += 3) {
+        // Negative: the webhook entries, read above.
+        if (Number(reply[i]) < 0) continue;
         const info = reply[i + 2] as string;
         const change: Change = {
           kind: 'leave',

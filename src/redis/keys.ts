@@ -76,7 +76,7 @@ export interface RedisNames {
   webhookDue(endpoint: string): string;
   /** Sorted set key -> next attempt (ms) of a receiver's keys that are retrying. */
   webhookRetrying(endpoint: string): string;
-  /** Bytes of queued `message.undelivered` events, against PUSHRELAY_WEBHOOK_MAX_QUEUE_BYTES. */
+  /** Bytes of queued webhook events (every kind, per receiver), against PUSHRELAY_WEBHOOK_MAX_QUEUE_BYTES. */
   readonly webhookBytes: string;
   /** Hash dead letter id -> JSON, and the sorted set of ids by time. */
   readonly webhookDead: string;

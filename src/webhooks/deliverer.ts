@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import type { Metrics } from '../metrics/index.js';
-import { tsOf, webhookSignature } from './events.js';
-import type { Claim, Endpoint, WebhookQueue, WebhookStats } from './types.js';
+import { tsOf, typeOf, webhookSignature } from './events.js';
+import type { Claim, Endpoint, QueueItem, WebhookQueue, WebhookStats } from './types.js';
 
 export interface DelivererOptions {
   /** No answer within it is a failed attempt. */
@@ -179,7 +179,7 @@ export class Deliverer {
       const now = Date.now();
       if (outcome === 'ok') {
         await this.queue.ack(claim);
-        this.metrics.webhookEvents.inc({ ...label, outcome: 'delivered' }, claim.items.length);
+        this.countEvents(endpoint, 'delivered', claim.items);
         for (const item of claim.items) {
           const ts = tsOf(item.json);
           if (ts !== undefined) this.metrics.webhookLatency.observe(label, Math.max(0, now - ts) / 1000);
@@ -190,7 +190,7 @@ export class Deliverer {
       const first = claim.firstFailure || now;
       if (outcome === 'give-up' || now - first >= this.options.retryMs) {
         await this.queue.bury(claim, detail);
-        this.metrics.webhookEvents.inc({ ...label, outcome: 'dead_lettered' }, claim.items.length);
+        this.countEvents(endpoint, 'dead_lettered', claim.items);
         if (endpoint.legacy) this.metrics.webhookCalls.inc({ outcome: 'failed' });
         this.log.warn(
           { endpoint: endpoint.label, key: claim.key, events: claim.items.length, attempts: attempt, detail },
@@ -203,7 +203,7 @@ export class Deliverer {
         this.options.baseDelayMs * 2 ** Math.min(claim.attempts, 30),
       );
       await this.queue.retry(claim, now + Math.round(delay * (0.75 + Math.random() * 0.5)));
-      this.metrics.webhookEvents.inc({ ...label, outcome: 'retried' }, claim.items.length);
+      this.countEvents(endpoint, 'retried', claim.items);
       if (endpoint.legacy) this.metrics.webhookCalls.inc({ outcome: 'retry' });
       this.log.debug({ endpoint: endpoint.label, key: claim.key, attempt, detail }, 'webhook call failed');
     } catch (err) {
@@ -213,5 +213,15 @@ export class Deliverer {
       this.inflight.set(endpoint.id, (this.inflight.get(endpoint.id) ?? 1) - 1);
       this.wake();
     }
+  }
+
+  private countEvents(endpoint: Endpoint, outcome: string, items: readonly QueueItem[]): void {
+    const byType = new Map<string, number>();
+    for (const item of items) {
+      const type = typeOf(item.json);
+      byType.set(type, (byType.get(type) ?? 0) + 1);
+    }
+    for (const [type, n] of byType)
+      this.metrics.webhookEvents.inc({ endpoint: endpoint.label, outcome, type }, n);
   }
 }

@@ -1,7 +1,7 @@
 import { createHmac, randomBytes } from 'node:crypto';
 import type { Publication } from '../ingest/message.js';
 import type { PresenceEvent } from '../presence/types.js';
-import { COUNTED, type QueueItem, type WebhookEventType } from './types.js';
+import { MESSAGE_TAG, type QueueItem, WEBHOOK_EVENT_TYPES, type WebhookEventType } from './types.js';
 
 /** The signature the receiving app checks: hex HMAC-SHA256(secret, "<timestamp>.<body>"). */
 export function webhookSignature(secret: string, timestamp: string, body: string): string {
@@ -82,13 +82,13 @@ export function undeliveredItem(
   ts: number,
 ): QueueItem {
   const json = `{"id":${JSON.stringify(id)},"type":"message.undelivered","ts":${ts},"node":${JSON.stringify(node)},"users":${JSON.stringify(users)},"message":${messageJson(p)}}`;
-  return { hold: 0, tag: COUNTED, json };
+  return { hold: 0, tag: MESSAGE_TAG, json };
 }
 
 /** The offline webhook's body of old, byte for byte, after its delivery id. */
 export function legacyItem(id: string, node: string, users: readonly string[], p: Publication): QueueItem {
   const body = `{"type":"offline","users":${JSON.stringify(users)},"message":${messageJson(p)},"node":${JSON.stringify(node)}}`;
-  return { hold: 0, tag: COUNTED, json: `${id} ${body}` };
+  return { hold: 0, tag: MESSAGE_TAG, json: `${id} ${body}` };
 }
 
 // data is already JSON text: spliced in, not parsed and encoded again.
@@ -109,4 +109,16 @@ function isJson(text: string): boolean {
 export function tsOf(json: string): number | undefined {
   const m = /"ts":(\d+)/.exec(json);
   return m ? Number(m[1]) : undefined;
+}
+
+const METRIC_TYPES = new Set<string>([...WEBHOOK_EVENT_TYPES, 'offline']);
+
+/**
+ * An event's type as a metric label: its JSON's first `"type"` (ours come
+ * before any user text; the offline webhook's body says `offline`), `other`
+ * for anything else so the label stays a handful of values.
+ */
+export function typeOf(json: string): string {
+  const m = /"type":"([a-z.]+)"/.exec(json);
+  return m && METRIC_TYPES.has(m[1]!) ? m[1]! : 'other';
 }

@@ -53,6 +53,9 @@ export interface Webhooks {
   close(): void;
 }
 
+/** At most one warning per this period about events refused over the byte bound (each is counted). */
+const REFUSAL_LOG_MS = 10_000;
+
 const PRESENCE_KINDS = new Set<string>([
   'user.online',
   'user.offline',
@@ -106,6 +109,35 @@ export function wireWebhooks(deps: {
   const debounceMs = config.webhookDebounceSeconds * 1000;
   const undeliveredTo = kinds.has('message.undelivered') ? receivers.map((r) => r.id) : [];
 
+  const count = (targets: readonly string[], outcome: string, type: string) => {
+    for (const id of targets) {
+      const e = all.find((x) => x.id === id)!;
+      metrics.webhookEvents.inc({ endpoint: e.label, outcome, type });
+    }
+  };
+
+  // Refusals over the byte bound: counted at once, logged at most every REFUSAL_LOG_MS.
+  let refusedSince = 0;
+  let refusalLoggedAt = 0;
+  const refusedTypes = new Set<string>();
+  const refusal = (type: string, targets: readonly string[]) => {
+    count(targets, 'refused', type);
+    refusedSince += targets.length;
+    refusedTypes.add(type);
+    const now = Date.now();
+    if (now - refusalLoggedAt < REFUSAL_LOG_MS) return;
+    log.warn(
+      { events: refusedSince, types: [...refusedTypes], limit: config.webhookMaxQueueBytes },
+      'webhook queue full (PUSHRELAY_WEBHOOK_MAX_QUEUE_BYTES): events refused',
+    );
+    refusalLoggedAt = now;
+    refusedSince = 0;
+    refusedTypes.clear();
+  };
+
+  // The Redis presence script's refusals, by event type and key, kept until
+  // the driver emits that transition's events (right after, same tick).
+  const refusedByScript = new Map<string, Set<string>>();
   const presenceHook =
     redis && queue instanceof RedisWebhookQueue && presenceReceivers.length > 0
       ? queue.presenceHook(
@@ -113,15 +145,17 @@ export function wireWebhooks(deps: {
           presenceKinds,
           debounceMs,
           () => ids.next(),
+          (type, key, receiver) => {
+            const id = presenceReceivers[receiver]?.id;
+            if (id === undefined) return;
+            if (refusedByScript.size > 1000) refusedByScript.clear();
+            const k = `${type}\n${key}`;
+            const set = refusedByScript.get(k) ?? new Set<string>();
+            set.add(id);
+            refusedByScript.set(k, set);
+          },
         )
       : undefined;
-
-  const count = (targets: readonly string[], outcome: string) => {
-    for (const id of targets) {
-      const e = all.find((x) => x.id === id)!;
-      metrics.webhookEvents.inc({ endpoint: e.label, outcome });
-    }
-  };
 
   metrics.probes.webhooks = () => {
     const s = deliverer.stats();
@@ -143,20 +177,33 @@ export function wireWebhooks(deps: {
       const targets = presenceReceivers.map((r) => r.id);
       presence.onEvent((event: PresenceEvent) => {
         const queued = kinds.has(event.type);
-        if (queued) count(targets, 'queued');
+        const key = keyOf(event);
         if (redis) {
-          // The script queued it; on a Cluster the due sets live in another slot.
-          if (queued && queue instanceof RedisWebhookQueue && !queue.atomicDue) {
-            queue.markDue(targets, keyOf(event)).catch((err: Error) => {
+          if (!queued) return;
+          // The script queued it, or refused it for some receivers (no room).
+          const k = `${event.type}\n${key}`;
+          const refused = refusedByScript.get(k);
+          refusedByScript.delete(k);
+          const accepted = refused ? targets.filter((t) => !refused.has(t)) : targets;
+          count(accepted, 'queued', event.type);
+          if (refused) refusal(event.type, [...refused]);
+          if (accepted.length === 0) return;
+          // On a Cluster the due sets live in another slot.
+          if (queue instanceof RedisWebhookQueue && !queue.atomicDue) {
+            queue.markDue(accepted, key).catch((err: Error) => {
               log.warn({ err: err.message }, 'webhook due set not updated');
             });
           }
-          if (queued) deliverer.wake();
+          deliverer.wake();
           return;
         }
         const { item, match } = presenceItem(event, ids.next(), debounceMs);
-        void queue.enqueue(targets, keyOf(event), queued ? item : undefined, match);
-        if (queued) deliverer.wake();
+        void queue.enqueue(targets, key, queued ? item : undefined, match).then((ok) => {
+          if (!queued) return;
+          if (!ok) return refusal(event.type, targets);
+          count(targets, 'queued', event.type);
+          deliverer.wake();
+        });
       });
     },
     undelivered(users, publication) {
@@ -168,9 +215,9 @@ export function wireWebhooks(deps: {
         const item = legacyItem(randomUUID(), config.nodeId, users, publication);
         jobs.push(
           queue.enqueue([legacy.id], key, item).then((ok) => {
-            if (ok) count([legacy.id], 'queued');
+            if (ok) count([legacy.id], 'queued', 'offline');
             else {
-              count([legacy.id], 'refused');
+              refusal('offline', [legacy.id]);
               metrics.webhookCalls.inc({ outcome: 'dropped' });
             }
           }),
@@ -181,7 +228,11 @@ export function wireWebhooks(deps: {
         jobs.push(
           queue
             .enqueue(undeliveredTo, key, item)
-            .then((ok) => count(undeliveredTo, ok ? 'queued' : 'refused')),
+            .then((ok) =>
+              ok
+                ? count(undeliveredTo, 'queued', 'message.undelivered')
+                : refusal('message.undelivered', undeliveredTo),
+            ),
         );
       }
       if (jobs.length === 0) return;
@@ -189,7 +240,8 @@ export function wireWebhooks(deps: {
         .then(() => deliverer.wake())
         .catch((err: Error) => {
           log.warn({ err: err.message, users: users.length }, 'undelivered-message webhook event not queued');
-          count(legacy ? [legacy.id, ...undeliveredTo] : undeliveredTo, 'refused');
+          if (legacy) count([legacy.id], 'refused', 'offline');
+          count(undeliveredTo, 'refused', 'message.undelivered');
         });
     },
     start: () => deliverer.start(),

@@ -4,16 +4,8 @@ import type { Redis } from '../redis/client.js';
 import { isCluster } from '../redis/client.js';
 import type { RedisNames } from '../redis/keys.js';
 import type { QueueLimits } from './memory.js';
-import { countedBytes } from './memory.js';
-import {
-  type Claim,
-  COUNTED,
-  type DeadLetter,
-  type EndpointStats,
-  type QueueItem,
-  type WebhookQueue,
-  type WebhookStats,
-} from './types.js';
+import { jsonBytes } from './memory.js';
+import type { Claim, DeadLetter, EndpointStats, QueueItem, WebhookQueue, WebhookStats } from './types.js';
 
 // A queued item is one list element: "<hold ms>\n<tag>\n<event JSON>"
 // (JSON text never holds a raw newline, user ids and channel names neither).
@@ -24,24 +16,28 @@ import {
  * queue's tail (not yet due, not being delivered), removes that one instead:
  * the pair cancels out (debounce). `due` (the endpoint's due set) is nil on a
  * Redis Cluster, where it lives in another slot and the node adds the key
- * right after. ZADD LT: a key already due earlier stays due then.
+ * right after. ZADD LT: a key already due earlier stays due then. `room`
+ * (nil: none asked) says whether the item fits the byte bound (and reserves
+ * it). Answers 1 pushed, 0 nothing, -1 refused (no room), and the bytes of
+ * the event JSON a cancel freed.
  */
 export const WEBHOOK_PUSH_LUA = `
-local function whPush(q, lease, due, member, now, item, hold, match, push)
+local function whPush(q, lease, due, member, now, item, hold, match, push, room)
   if match ~= '' then
     local tail = redis.call('LINDEX', q, -1)
     if tail then
       local th, tt = string.match(tail, '^(%d+)\\n([^\\n]*)\\n')
       if tt == match and tonumber(th) > now and redis.call('EXISTS', lease) == 0 then
         redis.call('RPOP', q)
-        return 0
+        return 0, #tail - #th - #tt - 2
       end
     end
   end
-  if not push then return 0 end
+  if not push then return 0, 0 end
+  if room and not room() then return -1, 0 end
   redis.call('RPUSH', q, item)
   if due then redis.call('ZADD', due, 'LT', math.max(hold, now), member) end
-  return 1
+  return 1, 0
 end
 `;
 
@@ -52,11 +48,26 @@ end
  * its event. ARGV[7] '1' turns it on; then ARGV[8] producing node, [9] now
  * (ms), [10] event id base, [11] kinds as ",a,b,", [12] '1' for a presence
  * channel, [13] debounce ms, [14] the channel, [15] receivers, [16] keys per
- * receiver (3: queue, lease, due set; 2 on a Cluster), from KEYS[5].
+ * receiver (3: queue, lease, due set; 2 on a Cluster), from KEYS[5], [17]
+ * the byte bound.
+ *
+ * Every event counts against PUSHRELAY_WEBHOOK_MAX_QUEUE_BYTES (its JSON's
+ * bytes, per receiver). On one Redis the counter is the key after the
+ * receivers' and [17] the bound: checked and reserved here, atomically with
+ * the transition. On a Cluster the counter is in another slot: [17] is the
+ * room the node last saw, and the script answers what it used for the node
+ * to add. Past the bound the event is not queued (the transition still
+ * happens); a cancel gives its held event's bytes back.
+ *
+ * Besides edge()'s triples the reply gets {-1, type, receiver index} per
+ * refused event and, on a Cluster, {-2, '', bytes} per event (the change to
+ * the counter, negative for a cancel); see readHookReply.
  */
 export const WEBHOOK_PRESENCE_LUA = `${WEBHOOK_PUSH_LUA}
 local whOn = ARGV[7] == '1'
 local whSeq = 0
+-- Cluster: bytes this call queued so far, against the room the node gave it.
+local whUsed = 0
 
 local function whEvent(etype, user, info)
   local now, holdMs = tonumber(ARGV[9]), tonumber(ARGV[13])
@@ -79,11 +90,42 @@ local function whEvent(etype, user, info)
   json = json .. '}'
   local item = hold .. '\\n' .. tag .. '\\n' .. json
   local n, stride = tonumber(ARGV[15]), tonumber(ARGV[16])
+  local bound, size, counter = tonumber(ARGV[17]), #json, nil
+  if stride == 3 then counter = KEYS[5 + n * stride] end
+  local net = 0
+  local function room()
+    if counter then
+      if tonumber(redis.call('GET', counter) or '0') + size > bound then return false end
+      redis.call('INCRBY', counter, size)
+    elseif whUsed + size > bound then
+      return false
+    end
+    return true
+  end
   for i = 0, n - 1 do
     local b = 5 + i * stride
     local due = nil
     if stride == 3 then due = KEYS[b + 2] end
-    whPush(KEYS[b], KEYS[b + 1], due, ARGV[14], now, item, hold, match, push)
+    local done, freed = whPush(KEYS[b], KEYS[b + 1], due, ARGV[14], now, item, hold, match, push, room)
+    if done == 1 then
+      net = net + size
+      whUsed = whUsed + size
+    end
+    if done == -1 then
+      out[#out + 1] = -1
+      out[#out + 1] = etype
+      out[#out + 1] = i
+    end
+    if freed > 0 then
+      net = net - freed
+      whUsed = whUsed - freed
+      if counter and redis.call('DECRBY', counter, freed) < 0 then redis.call('SET', counter, 0) end
+    end
+  end
+  if not counter and net ~= 0 then
+    out[#out + 1] = -2
+    out[#out + 1] = ''
+    out[#out + 1] = net
   end
 end
 
@@ -144,17 +186,18 @@ redis.call('DEL', lease)
 return 1
 `;
 
-/** KEYS q, lease[, due]; ARGV now, item, hold, match, member. */
+/** KEYS q, lease[, due]; ARGV now, item, hold, match, member. Answers whPush's {done, freed}. */
 const ENQUEUE_LUA = `${WEBHOOK_PUSH_LUA}
-return whPush(KEYS[1], KEYS[2], KEYS[3], ARGV[5], tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), ARGV[4], true)
+local done, freed = whPush(KEYS[1], KEYS[2], KEYS[3], ARGV[5], tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), ARGV[4], true, nil)
+return {done, freed}
 `;
 
 interface QueueCommands {
   whClaim(...args: (string | number)[]): Promise<(string | number)[]>;
   whAck(...args: (string | number)[]): Promise<number[]>;
   whRetry(...args: (string | number)[]): Promise<number>;
-  whEnqueue(...args: (string | number)[]): Promise<number>;
-  whEnqueueDue(...args: (string | number)[]): Promise<number>;
+  whEnqueue(...args: (string | number)[]): Promise<[number, number]>;
+  whEnqueueDue(...args: (string | number)[]): Promise<[number, number]>;
 }
 
 export function encodeItem(item: QueueItem): string {
@@ -175,6 +218,12 @@ function globEscape(s: string): string {
   return s.replace(/[*?[\]\\]/g, '\\$&');
 }
 
+/**
+ * On a Redis Cluster a node reads the byte counter again when its copy is
+ * older than this, before giving the presence script the room left.
+ */
+const ROOM_STALE_MS = 250;
+
 /** How long a claim is held: past the delivery timeout, so two nodes never deliver one key at once. */
 export function leaseMs(timeoutMs: number): number {
   return timeoutMs + 5000;
@@ -194,6 +243,14 @@ export function leaseMs(timeoutMs: number): number {
 export class RedisWebhookQueue implements WebhookQueue {
   private readonly redis: Redis & QueueCommands;
   private readonly cluster: boolean;
+  /**
+   * The byte counter as this node last saw it (ms in `seenAt`), from its own
+   * changes' answers and reads: what a Cluster's presence script is told is
+   * left (the counter is in another slot). `counts`: changes sent so far.
+   */
+  private seen = 0;
+  private seenAt = 0;
+  private counts = 0;
 
   constructor(
     redis: Redis,
@@ -223,61 +280,118 @@ export class RedisWebhookQueue implements WebhookQueue {
     // Only undelivered messages come this way (presence events are queued by the presence script).
     if (!item) return true;
     const n = this.names;
-    const size = item.tag === COUNTED ? Buffer.byteLength(item.json) * endpoints.length : 0;
+    const size = Buffer.byteLength(item.json) * endpoints.length;
     // Reserved before queueing (INCRBY, then given back if over): concurrent
     // enqueues on any node can never pass the bound together.
-    if (size > 0 && (await this.redis.incrby(n.webhookBytes, size)) > this.limits.maxBytes) {
-      await this.redis.decrby(n.webhookBytes, size);
+    if ((await this.count(size)) > this.limits.maxBytes) {
+      await this.count(-size);
       return false;
     }
     const now = Date.now();
     const raw = encodeItem(item);
+    const one = size / endpoints.length;
     const queued = Promise.all(
       endpoints.map(async (e) => {
         const args = [now, raw, item.hold, match ?? '', key];
+        let reply: [number, number];
         if (this.cluster) {
-          await this.redis.whEnqueue(n.webhookQueue(key, e), n.webhookLease(key, e), ...args);
-          await this.redis.zadd(n.webhookDue(e), 'LT', Math.max(item.hold, now), key);
+          reply = await this.redis.whEnqueue(n.webhookQueue(key, e), n.webhookLease(key, e), ...args);
+          if (reply[0] === 1) await this.redis.zadd(n.webhookDue(e), 'LT', Math.max(item.hold, now), key);
         } else {
-          await this.redis.whEnqueueDue(
+          reply = await this.redis.whEnqueueDue(
             n.webhookQueue(key, e),
             n.webhookLease(key, e),
             n.webhookDue(e),
             ...args,
           );
         }
+        // A cancel (debounce): neither event stays, nor its bytes.
+        if (reply[0] !== 1) await this.release(one + reply[1]);
       }),
     );
     try {
       await queued;
     } catch (err) {
-      if (size > 0) await this.release(size).catch(() => {});
+      await this.release(size).catch(() => {});
       throw err;
     }
     return true;
   }
 
-  /** What the Redis presence driver needs to queue each transition's events for these receivers in its script. */
+  /**
+   * What the Redis presence driver needs to queue each transition's events
+   * for these receivers in its script. `refused` hears of each event the
+   * byte bound kept out (the receiver's index in `receivers`), before the
+   * driver emits the transition's events.
+   */
   presenceHook(
     receivers: readonly string[],
     kinds: readonly string[],
     debounceMs: number,
     nextId: () => string,
+    refused: (type: string, key: string, receiver: number) => void,
   ): PresenceWebhooks {
     const n = this.names;
     const atomic = !this.cluster;
+    const max = this.limits.maxBytes;
+    // Cluster: the counter as this node last saw it (see `seen`), read
+    // again when older than ROOM_STALE_MS.
+    let reading: Promise<void> | undefined;
+    const read = (): Promise<void> | undefined => {
+      if (reading || Date.now() - this.seenAt < ROOM_STALE_MS) return reading;
+      const before = this.counts;
+      reading = this.redis
+        .get(n.webhookBytes)
+        .then((v) => {
+          // A change sent meanwhile answers a newer figure.
+          if (this.counts === before) this.saw(Number(v ?? 0));
+        })
+        .catch(() => {})
+        .finally(() => {
+          reading = undefined;
+        });
+      return reading;
+    };
+    const add = (bytes: number) => {
+      this.seen += bytes;
+      this.count(bytes)
+        // Bytes of items queued before every event was counted, given back.
+        .then((total) => (total < 0 ? this.redis.set(n.webhookBytes, 0) : undefined))
+        .catch(() => {});
+    };
     return {
       receivers: receivers.length,
       stride: atomic ? 3 : 2,
+      keyCount: receivers.length * (atomic ? 3 : 2) + (atomic ? 1 : 0),
       kinds: `,${kinds.join(',')},`,
       debounceMs,
       nextId,
-      keys: (channel) =>
-        receivers.flatMap((r) =>
+      keys: (channel) => {
+        const keys = receivers.flatMap((r) =>
           atomic
             ? [n.webhookQueue(channel, r), n.webhookLease(channel, r), n.webhookDue(r)]
             : [n.webhookQueue(channel, r), n.webhookLease(channel, r)],
-        ),
+        );
+        if (atomic) keys.push(n.webhookBytes);
+        return keys;
+      },
+      fresh: () => {
+        if (atomic) return undefined;
+        const wait = read();
+        // Far from the bound a figure a moment old does; near it, an old one
+        // could refuse events the deliveries since have made room for.
+        return this.seen > max / 2 ? wait : undefined;
+      },
+      bound: () => (atomic ? max : Math.max(0, max - this.seen)),
+      replied: (channel, reply, from) => {
+        let bytes = 0;
+        for (let i = from; i + 2 < reply.length; i += 3) {
+          const code = Number(reply[i]);
+          if (code === -1) refused(String(reply[i + 1]), channel, Number(reply[i + 2]));
+          else if (code === -2) bytes += Number(reply[i + 2]);
+        }
+        if (bytes !== 0) add(bytes);
+      },
     };
   }
 
@@ -339,7 +453,7 @@ export class RedisWebhookQueue implements WebhookQueue {
       claim.items.length,
     );
     if (length === -1) return; // the lease was lost: whoever holds it now acks these
-    const bytes = countedBytes(claim.items);
+    const bytes = jsonBytes(claim.items);
     await Promise.all([
       bytes > 0 ? this.release(bytes) : undefined,
       claim.attempts > 0 ? this.redis.zrem(n.webhookRetrying(endpoint), key) : undefined,
@@ -434,8 +548,8 @@ export class RedisWebhookQueue implements WebhookQueue {
     for (const item of letter.items) {
       await this.pushRaw(letter.endpoint, letter.key, { ...item, hold: 0 });
     }
-    const bytes = countedBytes(letter.items);
-    if (bytes > 0) await this.redis.incrby(n.webhookBytes, bytes);
+    const bytes = jsonBytes(letter.items);
+    if (bytes > 0) await this.count(bytes);
     return true;
   }
 
@@ -494,9 +608,22 @@ export class RedisWebhookQueue implements WebhookQueue {
 
   /** Takes acknowledged bytes off the count; a count a crash left short never goes below 0. */
   private async release(bytes: number): Promise<void> {
-    if ((await this.redis.decrby(this.names.webhookBytes, bytes)) < 0) {
+    if ((await this.count(-bytes)) < 0) {
       await this.redis.set(this.names.webhookBytes, 0);
     }
+  }
+
+  /** Changes the byte counter; its answer is the figure this node saw last. */
+  private async count(delta: number): Promise<number> {
+    this.counts++;
+    const total = await this.redis.incrby(this.names.webhookBytes, delta);
+    this.saw(total);
+    return total;
+  }
+
+  private saw(total: number): void {
+    this.seen = Math.max(0, total);
+    this.seenAt = Date.now();
   }
 
   /** A key found empty: out of the due set, unless an item arrived meanwhile. */

@@ -38,8 +38,12 @@ export interface QueueItem {
   readonly json: string;
 }
 
-/** Tag of items whose bytes count against PUSHRELAY_WEBHOOK_MAX_QUEUE_BYTES (`message.undelivered`). */
-export const COUNTED = '#';
+/**
+ * Tag of message events (`message.undelivered`, the offline webhook): never
+ * held nor cancelled. Every item's JSON counts against
+ * PUSHRELAY_WEBHOOK_MAX_QUEUE_BYTES, whatever its tag.
+ */
+export const MESSAGE_TAG = '#';
 
 /** A key's due events, leased to this node until it acks or retries them. */
 export interface Claim {
@@ -63,7 +67,7 @@ export interface EndpointStats {
 
 export interface WebhookStats {
   readonly endpoints: Readonly<Record<string, EndpointStats>>;
-  /** Bytes of queued `message.undelivered` events (the kind that carries message data). */
+  /** Bytes of queued event JSON, every kind, per receiver (bounded by PUSHRELAY_WEBHOOK_MAX_QUEUE_BYTES). */
   readonly bytes: number;
   readonly deadLetters: number;
 }
@@ -91,8 +95,9 @@ export interface WebhookQueue {
   /**
    * Queues one event for each endpoint under `key`. An event whose `match`
    * equals the tag of the held event at the tail of a queue cancels it
-   * instead of being queued (debounce). An item tagged `COUNTED` counts
-   * against the byte bound: over it the event is refused (answers false).
+   * instead of being queued (debounce), giving its bytes back. The item's
+   * JSON counts against the byte bound, once per receiver it is queued for:
+   * over it the event is refused for all of them (answers false).
    * No item: only cancels (an event of a kind the receivers do not take).
    */
   enqueue(

@@ -11,7 +11,7 @@ import { type RedisNames, redisNames } from '../../src/redis/keys.js';
 import { EventIds } from '../../src/webhooks/events.js';
 import { createWebhookQueue, type WebhookQueue } from '../../src/webhooks/index.js';
 import { encodeItem, RedisWebhookQueue } from '../../src/webhooks/redis.js';
-import { COUNTED, type QueueItem } from '../../src/webhooks/types.js';
+import { MESSAGE_TAG, type QueueItem } from '../../src/webhooks/types.js';
 import { type RedisClusterSetup, startRedisCluster } from '../helpers/cluster.js';
 import { type RedisServer, startRedis } from '../helpers/redis.js';
 import { sleep, waitFor } from '../helpers/wait.js';
@@ -139,20 +139,62 @@ function contract(
       expect((await q.stats([E])).deadLetters).toBe(1);
     });
 
-    it('refuses counted events past the byte bound and frees their bytes on ack', async () => {
+    it('a backlog of held keys: a claim takes the due ones only, and each held one once its time comes', async () => {
       const [q] = await make(10_000);
-      const big = item(`{"blob":"${'x'.repeat(3000)}"}`, { tag: COUNTED });
+      const now = Date.now();
+      for (let i = 0; i < 300; i++)
+        await q.enqueue([E], `user:held${i}`, item(`{"h":${i}}`, { hold: now + 60_000 + i, tag: 't' }));
+      await q.enqueue([E], 'user:due', item('{"due":1}'));
+      const first = await q.claim(E, Date.now(), 10, 10);
+      expect(first.map((c) => c.key)).toEqual(['user:due']);
+      await q.ack(first[0]!);
+      // A minute later the first held keys are due, earliest first.
+      const later = await q.claim(E, now + 60_001, 10, 10);
+      expect(later.map((c) => c.key).sort()).toEqual(['user:held0', 'user:held1']);
+      for (const c of later) await q.ack(c);
+      expect((await q.stats([E])).endpoints[E]!.depth).toBe(298);
+    });
+
+    it('refuses events past the byte bound and frees their bytes on ack', async () => {
+      const [q] = await make(10_000);
+      const big = item(`{"blob":"${'x'.repeat(3000)}"}`, { tag: MESSAGE_TAG });
+      const size = Buffer.byteLength(big.json);
       expect(await q.enqueue([E], 'user:big', big)).toBe(true);
       expect(await q.enqueue([E], 'user:big', big)).toBe(true);
       expect(await q.enqueue([E], 'user:big', big)).toBe(true);
       expect(await q.enqueue([E], 'user:big', big)).toBe(false);
-      // Small uncounted events are not refused.
-      expect(await q.enqueue([E], 'user:big', item('{"small":1}'))).toBe(true);
-      expect((await q.stats([E])).bytes).toBe(3 * Buffer.byteLength(big.json));
+      // Every kind counts: a small event fits, until the bound is reached.
+      const small = item(`{"small":"${'y'.repeat(500)}"}`);
+      expect(await q.enqueue([E], 'user:big', small)).toBe(true);
+      expect(await q.enqueue([E], 'user:big', small)).toBe(false);
+      expect((await q.stats([E])).bytes).toBe(3 * size + Buffer.byteLength(small.json));
       const [c] = await q.claim(E, Date.now(), 10, 2);
       await q.ack(c!);
-      expect((await q.stats([E])).bytes).toBe(Buffer.byteLength(big.json));
+      expect((await q.stats([E])).bytes).toBe(size + Buffer.byteLength(small.json));
       expect(await q.enqueue([E], 'user:big', big)).toBe(true);
+      // Per receiver: two receivers take twice the bytes, all or none.
+      expect(await q.enqueue([E, 'w2'], 'user:two', big)).toBe(false);
+    });
+
+    it('a cancelled held event gives its bytes back; dead letters and their retry keep the count', async () => {
+      const [q] = await make(10_000);
+      const held = item('{"type":"user.offline"}', { hold: Date.now() + 60_000, tag: 'user.online' });
+      expect(await q.enqueue([E], 'user:h', item('{"type":"user.online"}'), 'user.online')).toBe(true);
+      expect(await q.enqueue([E], 'user:h', held)).toBe(true);
+      const two = Buffer.byteLength('{"type":"user.online"}') + Buffer.byteLength(held.json);
+      expect((await q.stats([E])).bytes).toBe(two);
+      // The user comes back within the debounce: the held offline goes, and its bytes.
+      expect(await q.enqueue([E], 'user:h', item('{"type":"user.online"}'), 'user.online')).toBe(true);
+      expect((await q.stats([E])).bytes).toBe(Buffer.byteLength('{"type":"user.online"}'));
+      const [c] = await q.claim(E, Date.now(), 10, 10);
+      await q.bury(c!, 'test');
+      expect((await q.stats([E])).bytes).toBe(0);
+      const { items } = await q.deadLetters(0, 10);
+      expect(await q.retryDead(items[0]!.id)).toBe(true);
+      expect((await q.stats([E])).bytes).toBe(Buffer.byteLength('{"type":"user.online"}'));
+      const [again] = await q.claim(E, Date.now(), 10, 10);
+      await q.ack(again!);
+      expect((await q.stats([E])).bytes).toBe(0);
     });
 
     if (leases) {
@@ -228,6 +270,7 @@ function presenceQueues(kind: string, connect: () => Promise<Redis>, clients: Re
       ],
       0,
       () => ids.next(),
+      () => {},
     );
     const ids = new EventIds();
     const local: LocalMembership = {
@@ -279,6 +322,105 @@ function presenceQueues(kind: string, connect: () => Promise<Redis>, clients: Re
     expect(byKey['room:1']![1]).toMatchObject({ channel: 'room:1', user_info: { name: 'Ann' } });
     const all = Object.values(byKey).flat();
     expect(new Set(all.map((e) => e.id)).size).toBe(all.length);
+    await p.close();
+  });
+
+  it(`${kind}: presence events count against the byte bound: refused past it (the transition still happens), released on delivery, cancels and dead letters`, async () => {
+    const client = await connect();
+    clients.push(client);
+    const names: RedisNames = redisNames(`wb${++prefixes}`);
+    const maxBytes = 4000;
+    const queue = new RedisWebhookQueue(client, names, { maxBytes, maxDeadLetters: 100, leaseMs: 5000 });
+    const refused: string[] = [];
+    const ids = new EventIds();
+    const hook = queue.presenceHook(
+      [E, 'w2'],
+      ['user.online', 'user.offline', 'channel.occupied', 'channel.vacated'],
+      60_000,
+      () => ids.next(),
+      (type, key, receiver) => refused.push(`${type} ${key} ${receiver}`),
+    );
+    const local: LocalMembership = {
+      stats: () => ({ sockets: 0, users: 0 }),
+      sockets: () => 0,
+      has: () => false,
+      entries: () => [],
+    };
+    const p: Presence = createPresence({
+      kind: 'redis',
+      nodeId: 'n1',
+      local,
+      redis: client,
+      names,
+      ttlSeconds: 3,
+      log,
+      isPresenceChannel: () => false,
+      maxInfoBytes: 1000,
+      webhooks: hook,
+    });
+    const keys = new Set<string>();
+    p.onEvent((e) => {
+      const key = 'channel' in e ? e.channel : `user:${e.user}`;
+      keys.add(key);
+      if (!queue.atomicDue) void queue.markDue([E, 'w2'], key);
+    });
+    const bytes = async () => Number((await client.get(names.webhookBytes)) ?? 0);
+    // Clients cycling through unique channels while the receivers are away.
+    // One join at a time: a Cluster node checks the room it last saw (its
+    // own additions included), so joins in one flush could pass the bound.
+    for (let i = 0; i < 40; i++) {
+      await p.join(`chan-${i}`, `s${i}`, { user: `u${i}` });
+      expect(await bytes()).toBeLessThanOrEqual(maxBytes);
+    }
+    // Every join happened (the clients are unaffected), most events were refused.
+    expect(await p.count(['chan-0', 'chan-39'])).toEqual([1, 1]);
+    await waitFor(() => refused.length > 0, { what: 'refusals' });
+    expect(refused[0]).toMatch(/^channel\.occupied chan-\d+ [01]$/);
+    const queued = async () => {
+      let total = 0;
+      for (const k of keys)
+        for (const e of [E, 'w2'])
+          for (const raw of await client.lrange(names.webhookQueue(k, e), 0, -1))
+            total += Buffer.byteLength(raw.slice(raw.indexOf('\n', raw.indexOf('\n') + 1) + 1));
+      return total;
+    };
+    await waitFor(async () => (await bytes()) === (await queued()), { what: 'count = queued bytes' });
+    expect(await queued()).toBeLessThanOrEqual(maxBytes);
+    // The receivers come back: what was accepted is delivered (w1) or
+    // dead-lettered (w2), and the count returns to 0.
+    const drain = async () => {
+      for (;;) {
+        const a = await queue.claim(E, Date.now(), 100, 100);
+        const b = await queue.claim('w2', Date.now(), 100, 100);
+        if (a.length + b.length === 0) break;
+        for (const c of a) await queue.ack(c);
+        for (const c of b) await queue.bury(c, 'gone');
+      }
+    };
+    await drain();
+    await waitFor(async () => (await bytes()) === 0, { what: 'count back to 0' });
+    expect(await queued()).toBe(0);
+    // Debounce: a held channel.vacated cancelled by the next occupied gives its bytes back.
+    await p.join('chan-x', 'sx', { user: 'ux' });
+    await p.leave('chan-x', 'sx');
+    await waitFor(async () => (await client.llen(names.webhookQueue('chan-x', E))) === 2, {
+      what: 'occupied and a held vacated',
+    });
+    await waitFor(async () => (await bytes()) === (await queued()), { what: 'both counted' });
+    const both = await queued();
+    await p.join('chan-x', 'sx2', { user: 'ux' });
+    expect(await client.llen(names.webhookQueue('chan-x', E))).toBe(1);
+    await waitFor(async () => (await bytes()) === (await queued()), {
+      what: 'count = queued bytes after a cancel',
+    });
+    expect(await queued()).toBeLessThan(both);
+    await drain();
+    await waitFor(async () => (await bytes()) === 0, { what: 'count back to 0 after the cancel' });
+    // With room again, events are accepted again.
+    const before = refused.length;
+    await p.join('chan-new', 'sn', { user: 'un' });
+    await waitFor(async () => (await bytes()) > 0, { what: 'count added' });
+    expect(refused.length).toBe(before);
     await p.close();
   });
 }

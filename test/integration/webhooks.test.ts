@@ -316,6 +316,9 @@ describe.each(['standalone', 'cluster'] as const)('webhook queue bound in bytes 
     expect(queued).toBeGreaterThan(BOUND / 2);
     expect(queued).toBeLessThanOrEqual(BOUND);
     expect(m.value('pushrelay_webhook_events_total', { outcome: 'refused' })).toBeGreaterThanOrEqual(20);
+    expect(
+      m.value('pushrelay_webhook_events_total', { outcome: 'refused', type: 'message.undelivered' }),
+    ).toBeGreaterThanOrEqual(20);
   });
 });
 
@@ -349,3 +352,78 @@ describe('webhook configuration', () => {
     ).toThrow(/http: or https:/);
   });
 });
+
+describe.each(['standalone', 'cluster', 'redis-cluster'] as const)(
+  'presence webhook events against the byte bound (%s)',
+  (mode) => {
+    const BOUND = 6000;
+    const s = setup(mode, {
+      PUSHRELAY_WEBHOOK_MAX_QUEUE_BYTES: String(BOUND),
+      PUSHRELAY_WEBHOOK_TIMEOUT_SECONDS: '60',
+      PUSHRELAY_RATE_LIMIT: '0',
+    });
+    const nodes = () => (s.a === s.b ? [s.a] : [s.a, s.b]);
+    const total = async (outcome: string, type?: string) => {
+      let n = 0;
+      for (const node of nodes())
+        n += (await scrape(node.url)).value('pushrelay_webhook_events_total', {
+          outcome,
+          ...(type ? { type } : {}),
+        });
+      return n;
+    };
+    const queuedBytes = async () =>
+      (await get<{ queued_bytes: number }>(`${s.a.url}/v1/webhooks`)).body.queued_bytes;
+
+    it('a receiver that hangs, clients cycling through unique channels and connecting/disconnecting: queued bytes stay under the bound, the rest is refused and counted; once it answers, the accepted events arrive in order and the count returns to 0', async () => {
+      s.receiver.answer = 'hang';
+      const seenBefore = new Set(s.receiver.events.map((e) => e.id));
+      const cycler = await connectClient(s.a.url, await token('cy-ann', { channels: ['cyc:*'] }));
+      let highest = 0;
+      const watch = async () => {
+        highest = Math.max(highest, await queuedBytes());
+      };
+      for (let i = 0; i < 50; i++) {
+        await cycler.request('subscribe', { channels: [`cyc:${i}`] });
+        await cycler.request('unsubscribe', { channels: [`cyc:${i}`] });
+        if (i % 5 === 0) await watch();
+      }
+      for (let i = 0; i < 20; i++) {
+        const c = await connectClient(i % 2 ? s.a.url : s.b.url, await token(`cy-u${i}`));
+        c.close();
+        await watch();
+      }
+      await waitFor(async () => (await total('refused')) > 0, { what: 'refusals' });
+      await watch();
+      // Counted by event type: the connections cycled last, so user events were refused.
+      expect(
+        (await total('refused', 'user.online')) + (await total('refused', 'user.offline')),
+      ).toBeGreaterThan(0);
+      // The clients were unaffected: every subscribe and connection went through.
+      expect(highest).toBeGreaterThan(BOUND / 2);
+      // One Redis and standalone: checked atomically with each transition. A
+      // Redis Cluster: checked by the node against the count it last saw, so
+      // another node's events of the same moment can pass it (README).
+      expect(highest).toBeLessThanOrEqual(mode === 'redis-cluster' ? BOUND * 1.5 : BOUND);
+
+      s.receiver.answer = 200;
+      s.receiver.release(200);
+      await waitFor(async () => (await queuedBytes()) === 0, {
+        timeoutMs: 20_000,
+        what: 'the queue drained and its count back to 0',
+      });
+      const queued = await total('queued');
+      const fresh = s.receiver.events.filter((e) => !seenBefore.has(e.id));
+      const unique = new Map(fresh.map((e) => [e.id, e]));
+      // Every accepted event arrived (none refused did), each channel's in order.
+      expect(unique.size).toBe(queued);
+      for (let i = 0; i < 50; i++) {
+        const types = [...unique.values()].filter((e) => e.channel === `cyc:${i}`).map((e) => e.type);
+        expect(['', 'channel.occupied', 'channel.vacated', 'channel.occupied,channel.vacated']).toContain(
+          types.join(','),
+        );
+      }
+      cycler.close();
+    });
+  },
+);
