@@ -195,6 +195,13 @@ function contract(
       const [again] = await q.claim(E, Date.now(), 10, 10);
       await q.ack(again!);
       expect((await q.stats([E])).bytes).toBe(0);
+      // A discarded dead letter was already out of the count.
+      await q.enqueue([E], 'user:h', held);
+      const [third] = await q.claim(E, held.hold, 10, 10);
+      await q.bury(third!, 'test');
+      const letter = (await q.deadLetters(0, 1)).items[0]!;
+      expect(await q.discardDead(letter.id)).toBe(true);
+      expect((await q.stats([E])).bytes).toBe(0);
     });
 
     if (leases) {
