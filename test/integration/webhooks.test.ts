@@ -4,6 +4,7 @@ import { connectClient, type TestClient } from '../helpers/clients.js';
 import { type RedisClusterSetup, startRedisCluster } from '../helpers/cluster.js';
 import { KEY, READ_KEY, token } from '../helpers/env.js';
 import { get, post } from '../helpers/http.js';
+import { channelHas, echoClient } from '../helpers/laravel.js';
 import { scrape } from '../helpers/metrics.js';
 import { type RelayNode, startInProcess } from '../helpers/nodes.js';
 import { type Receiver, startReceiver } from '../helpers/receiver.js';
@@ -427,3 +428,41 @@ describe.each(['standalone', 'cluster', 'redis-cluster'] as const)(
     });
   },
 );
+
+describe('presence webhook events from Laravel Echo sockets against the byte bound', () => {
+  const BOUND = 4000;
+  const s = setup('cluster', {
+    PUSHRELAY_ECHO: 'on',
+    // The per-socket limit slows such a client down; it does not bound the queue.
+    PUSHRELAY_SOCKET_RATE_LIMIT: '1000',
+    PUSHRELAY_WEBHOOK_MAX_QUEUE_BYTES: String(BOUND),
+    PUSHRELAY_WEBHOOK_TIMEOUT_SECONDS: '60',
+  });
+
+  it('an anonymous Echo socket cycling through unique public channels while the receiver hangs fills the queue up to the bound and no further', async () => {
+    s.receiver.answer = 'hang';
+    const echo = await echoClient(s.a.url);
+    const bytes = async () =>
+      (await get<{ queued_bytes: number }>(`${s.a.url}/v1/webhooks`)).body.queued_bytes;
+    let highest = 0;
+    for (let i = 0; i < 40; i++) {
+      echo.echo.channel(`pub-${i}`);
+      await channelHas(s.a.url, `pub-${i}`, 1, READ_KEY.secret);
+      echo.echo.leave(`pub-${i}`);
+      highest = Math.max(highest, await bytes());
+    }
+    const refused = async () =>
+      (await scrape(s.a.url)).value('pushrelay_webhook_events_total', {
+        outcome: 'refused',
+        type: 'channel.occupied',
+      });
+    await waitFor(async () => (await refused()) > 0, { what: 'channel.occupied refused' });
+    expect(highest).toBeGreaterThan(BOUND / 2);
+    expect(highest).toBeLessThanOrEqual(BOUND);
+    expect(await bytes()).toBeLessThanOrEqual(BOUND);
+    s.receiver.answer = 200;
+    s.receiver.release(200);
+    await waitFor(async () => (await bytes()) === 0, { timeoutMs: 20_000, what: 'the count back to 0' });
+    echo.close();
+  });
+});
