@@ -136,8 +136,10 @@ export function wireWebhooks(deps: {
   };
 
   // The Redis presence script's refusals, by event type and key, kept until
-  // the driver emits that transition's events (right after, same tick).
-  const refusedByScript = new Map<string, Set<string>>();
+  // the driver emits that transition's events (right after, same tick). A
+  // list of receivers, a receiver once per event: one cleanup call can refuse
+  // several `member.removed` of one channel.
+  const refusedByScript = new Map<string, string[]>();
   const presenceHook =
     redis && queue instanceof RedisWebhookQueue && presenceReceivers.length > 0
       ? queue.presenceHook(
@@ -150,9 +152,9 @@ export function wireWebhooks(deps: {
             if (id === undefined) return;
             if (refusedByScript.size > 1000) refusedByScript.clear();
             const k = `${type}\n${key}`;
-            const set = refusedByScript.get(k) ?? new Set<string>();
-            set.add(id);
-            refusedByScript.set(k, set);
+            const list = refusedByScript.get(k);
+            if (list) list.push(id);
+            else refusedByScript.set(k, [id]);
           },
         )
       : undefined;
@@ -182,11 +184,23 @@ export function wireWebhooks(deps: {
           if (!queued) return;
           // The script queued it, or refused it for some receivers (no room).
           const k = `${event.type}\n${key}`;
-          const refused = refusedByScript.get(k);
-          refusedByScript.delete(k);
-          const accepted = refused ? targets.filter((t) => !refused.has(t)) : targets;
+          const list = refusedByScript.get(k);
+          let accepted = targets;
+          if (list) {
+            const refused: string[] = [];
+            accepted = [];
+            for (const t of targets) {
+              const at = list.indexOf(t);
+              if (at < 0) accepted.push(t);
+              else {
+                list.splice(at, 1);
+                refused.push(t);
+              }
+            }
+            if (list.length === 0) refusedByScript.delete(k);
+            if (refused.length > 0) refusal(event.type, refused);
+          }
           count(accepted, 'queued', event.type);
-          if (refused) refusal(event.type, [...refused]);
           if (accepted.length === 0) return;
           // On a Cluster the due sets live in another slot.
           if (queue instanceof RedisWebhookQueue && !queue.atomicDue) {
