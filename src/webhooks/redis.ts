@@ -61,7 +61,7 @@ end
  *
  * Besides edge()'s triples the reply gets {-1, type, receiver index} per
  * refused event and, on a Cluster, {-2, '', bytes} per event (the change to
- * the counter, negative for a cancel); see readHookReply.
+ * the counter, negative for a cancel), which presenceHook's `replied` reads.
  */
 export const WEBHOOK_PRESENCE_LUA = `${WEBHOOK_PUSH_LUA}
 local whOn = ARGV[7] == '1'
