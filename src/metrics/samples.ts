@@ -155,17 +155,23 @@ export class Sampler {
         draining: this.deps.draining(),
         version: VERSION,
       };
+      if (redis) {
+        try {
+          await redis.command
+            .multi()
+            .lpush(redis.key, JSON.stringify(sample))
+            .ltrim(redis.key, 0, this.keep - 1)
+            // A node that is gone takes its samples with it once the window has passed.
+            .pexpire(redis.key, STATS_WINDOW_MS)
+            .exec();
+        } catch (err) {
+          // The other nodes miss this sample (a gap in their chart); this node still shows it.
+          log.debug({ err: (err as Error).message }, 'console sample not stored in Redis');
+        }
+      }
+      // Kept locally once Redis has it: the node's own view never shows a sample the others cannot read yet.
       this.ring.push(sample);
       if (this.ring.length > this.keep) this.ring.splice(0, this.ring.length - this.keep);
-      if (redis) {
-        await redis.command
-          .multi()
-          .lpush(redis.key, JSON.stringify(sample))
-          .ltrim(redis.key, 0, this.keep - 1)
-          // A node that is gone takes its samples with it once the window has passed.
-          .pexpire(redis.key, STATS_WINDOW_MS)
-          .exec();
-      }
       return sample;
     } catch (err) {
       // A sample missed while Redis is away is a gap in the chart, nothing more.
