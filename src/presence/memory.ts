@@ -16,11 +16,51 @@ import {
   type PresenceListener,
 } from './types.js';
 
-interface ChannelState {
-  /** Socket id -> user. */
-  readonly sockets: Map<string, string>;
-  /** User -> sockets and latest info. */
-  readonly users: Map<string, { sockets: number; info: string | undefined }>;
+/** A user's sockets in a channel, and the `user_info` of the latest that brought some. */
+interface UserEntry {
+  sockets: number;
+  info: string | undefined;
+}
+
+/**
+ * A channel's members. Most channels a node has are users' own, with one
+ * socket each: while a channel has one socket it is kept in three fields,
+ * and the maps are made when a second socket joins (two maps cost every
+ * idle connection ~370 bytes).
+ */
+class ChannelState {
+  /** Socket id -> user; undefined while the channel has had one socket only. */
+  sockets: Map<string, string> | undefined = undefined;
+  /** User -> sockets and latest info, made with `sockets`. */
+  users: Map<string, UserEntry> | undefined = undefined;
+
+  constructor(
+    /** The channel's one socket, while `sockets` is undefined. */
+    readonly soleSocket: string,
+    readonly soleUser: string,
+    readonly soleInfo: string | undefined,
+  ) {}
+
+  get size(): number {
+    return this.sockets?.size ?? 1;
+  }
+
+  userOf(socketId: string): string | undefined {
+    if (this.sockets !== undefined) return this.sockets.get(socketId);
+    return socketId === this.soleSocket ? this.soleUser : undefined;
+  }
+
+  /** The maps, made from the one socket on first use. */
+  maps(): { sockets: Map<string, string>; users: Map<string, UserEntry> } {
+    this.sockets ??= new Map([[this.soleSocket, this.soleUser]]);
+    this.users ??= new Map([[this.soleUser, { sockets: 1, info: this.soleInfo }]]);
+    return { sockets: this.sockets, users: this.users };
+  }
+
+  *members(): Iterable<[string, UserEntry]> {
+    if (this.users === undefined) yield [this.soleUser, { sockets: 1, info: this.soleInfo }];
+    else yield* this.users;
+  }
 }
 
 /** What both drivers are given. */
@@ -59,52 +99,63 @@ export class MemoryPresence implements Presence {
   }
 
   async join(channel: string, socketId: string, member: Member): Promise<void> {
-    let state = this.channels.get(channel);
-    if (state === undefined) {
-      state = { sockets: new Map(), users: new Map() };
-      this.channels.set(channel, state);
-    }
-    if (state.sockets.has(socketId)) return;
+    const state = this.channels.get(channel);
+    if (state?.userOf(socketId) !== undefined) return;
     let info = member.info;
     if (!infoWithin(info, this.maxInfoBytes)) {
       this.refuseInfo(channel, member.user);
       info = undefined;
     }
-    state.sockets.set(socketId, member.user);
-    const user = state.users.get(member.user);
-    if (user !== undefined) {
-      user.sockets++;
-      if (info !== undefined) user.info = info;
-      return;
+    if (state === undefined) {
+      this.channels.set(channel, new ChannelState(socketId, member.user, info));
+    } else {
+      const { sockets, users } = state.maps();
+      sockets.set(socketId, member.user);
+      const user = users.get(member.user);
+      if (user !== undefined) {
+        user.sockets++;
+        if (info !== undefined) user.info = info;
+        return;
+      }
+      users.set(member.user, { sockets: 1, info });
     }
-    state.users.set(member.user, { sockets: 1, info });
     this.emit({
       kind: 'join',
       channel,
       user: member.user,
       info,
       userEdge: true,
-      channelEdge: state.users.size === 1,
+      channelEdge: state === undefined,
       socket: socketId,
     });
   }
 
   async leave(channel: string, socketId: string): Promise<void> {
     const state = this.channels.get(channel);
-    const name = state?.sockets.get(socketId);
+    const name = state?.userOf(socketId);
     if (state === undefined || name === undefined) return;
-    state.sockets.delete(socketId);
-    const user = state.users.get(name)!;
-    if (--user.sockets > 0) return;
-    state.users.delete(name);
-    if (state.users.size === 0) this.channels.delete(channel);
+    let info: string | undefined;
+    let empty: boolean;
+    if (state.sockets === undefined) {
+      info = state.soleInfo;
+      empty = true;
+    } else {
+      const { sockets, users } = state.maps();
+      sockets.delete(socketId);
+      const user = users.get(name)!;
+      if (--user.sockets > 0) return;
+      users.delete(name);
+      info = user.info;
+      empty = users.size === 0;
+    }
+    if (empty) this.channels.delete(channel);
     this.emit({
       kind: 'leave',
       channel,
       user: name,
-      info: user.info,
+      info,
       userEdge: true,
-      channelEdge: state.users.size === 0,
+      channelEdge: empty,
       socket: socketId,
     });
   }
@@ -114,12 +165,12 @@ export class MemoryPresence implements Presence {
   }
 
   countNow(channels: readonly string[]): number[] {
-    return channels.map((c) => this.channels.get(c)?.sockets.size ?? 0);
+    return channels.map((c) => this.channels.get(c)?.size ?? 0);
   }
 
   async members(channel: string): Promise<ChannelMember[]> {
     const out: ChannelMember[] = [];
-    for (const [user, { sockets, info }] of this.channels.get(channel)?.users ?? []) {
+    for (const [user, { sockets, info }] of this.channels.get(channel)?.members() ?? []) {
       out.push(info === undefined ? { user, sockets } : { user, sockets, info });
     }
     return out.sort(byUser);

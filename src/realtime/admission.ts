@@ -18,7 +18,8 @@ export interface AdmissionState {
 /** An engine.io connection as admission sees it. */
 interface EngineConn {
   readonly request: IncomingMessage;
-  once(event: 'close', listener: () => void): unknown;
+  on(event: 'close', listener: (this: EngineConn) => void): unknown;
+  off(event: 'close', listener: (this: EngineConn) => void): unknown;
   close(): void;
 }
 
@@ -47,9 +48,15 @@ export class Admission {
   /** Unauthenticated engine connections per client address. */
   private readonly pending = new Map<string, number>();
   /** Each pending engine connection and the address it was counted under, oldest first. */
-  private readonly pendingOf = new Map<object, string>();
+  private readonly pendingOf = new Map<EngineConn, string>();
   private readonly handshakes: ReturnType<typeof fullBucket>;
   private readonly address: (req: IncomingMessage) => string;
+  /**
+   * One close listener shared by every pending connection (the connection is
+   * `this`), removed once the connection is settled: a closure and a `once`
+   * wrapper per connection stayed on its listener list for its whole life.
+   */
+  private readonly settleOnClose: (this: EngineConn) => void;
 
   constructor(
     private readonly io: () => RelayServer,
@@ -59,6 +66,10 @@ export class Admission {
   ) {
     this.handshakes = fullBucket(config.connectRate);
     this.address = clientAddress(config.trustProxy);
+    const admission = this;
+    this.settleOnClose = function (this: EngineConn) {
+      admission.settle(this);
+    };
   }
 
   /** Counts engine connections as pending from their address until they authenticate or close. */
@@ -67,7 +78,7 @@ export class Admission {
       const address = this.address(conn.request);
       this.pending.set(address, (this.pending.get(address) ?? 0) + 1);
       this.pendingOf.set(conn, address);
-      conn.once('close', () => this.settle(conn));
+      conn.on('close', this.settleOnClose);
     });
   }
 
@@ -91,7 +102,7 @@ export class Admission {
     if (this.pendingOf.size >= this.config.preauthMax) {
       const [oldest] = this.pendingOf.keys();
       this.settle(oldest!);
-      (oldest as EngineConn).close();
+      oldest!.close();
       this.metrics.rateLimited.inc({ scope: 'preauth_evicted' });
     }
     return undefined;
@@ -115,10 +126,11 @@ export class Admission {
     return this.pendingOf.size;
   }
 
-  private settle(conn: object): void {
+  private settle(conn: EngineConn): void {
     const address = this.pendingOf.get(conn);
     if (address === undefined) return;
     this.pendingOf.delete(conn);
+    conn.off('close', this.settleOnClose);
     const left = (this.pending.get(address) ?? 1) - 1;
     if (left <= 0) this.pending.delete(address);
     else this.pending.set(address, left);

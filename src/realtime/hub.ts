@@ -51,6 +51,9 @@ interface ChannelState {
   linger: NodeJS.Timeout | undefined;
 }
 
+/** The `ready` of every channel that is set up. */
+const SET_UP: Promise<void> = Promise.resolve();
+
 /** Entries read per history request while filling a gap. */
 const FILL_BATCH = 1000;
 /** How long a node stays subscribed to a channel after its last socket left (reconnects are common). */
@@ -316,7 +319,7 @@ export class Hub {
       delivered: 0,
       lastId: undefined,
       lastTs: 0,
-      ready: Promise.resolve(),
+      ready: SET_UP,
       isReady: false,
       pending: [],
       filling: undefined,
@@ -331,6 +334,9 @@ export class Hub {
       state.delivered = position!.offset;
       state.lastTs = position!.lastTs;
       state.isReady = true;
+      // A node holds a state per user with a socket here: once set up, the
+      // channel keeps the shared settled promise rather than its own.
+      state.ready = SET_UP;
       this.drain(state);
     })();
     // A channel that could not be set up is forgotten, so the next attach tries afresh.

@@ -1,6 +1,7 @@
 import type { Server as HttpServer, IncomingMessage } from 'node:http';
 import type { Logger } from 'pino';
 import { Server } from 'socket.io';
+import { WebSocketServer } from 'ws';
 import type { Config } from '../config/index.js';
 import { ERRORS, type ErrorCode, isRelayError, RelayError } from '../errors.js';
 import type { Ingest } from '../ingest/ingest.js';
@@ -37,6 +38,10 @@ export function createSocketServer(
     // A handshake that does not authenticate in time is closed (it holds no slot meanwhile).
     connectTimeout: config.preauthTimeoutMs,
     perMessageDeflate: false,
+    // ws from 8.22 on drops a frame's mask once the payload is unmasked; engine.io's own
+    // ws (8.21) keeps it, a view into the read buffer, until the client's next frame: on an
+    // idle socket that pins the buffer of the CONNECT frame (with its JWT) for 25 s or more.
+    wsEngine: WebSocketServer,
     // Credentialed, so a browser page on another origin sends the load balancer's affinity cookie
     // with each long-polling request (io(url, { withCredentials: true })). The relay itself reads
     // no cookie: identity is the token, so this lets a page do nothing it could not do before.

@@ -190,6 +190,43 @@ function contract(name: string, make: (nodeId: string, local: LocalMembership) =
       await p.close();
     });
 
+    it('keeps a channel’s only socket with its user_info, and counts right as sockets come and go', async () => {
+      const m = membership();
+      const { presence: p } = make('n1', m.local);
+      const r = record(p);
+      await m.join(p, 'room:5', 's1', 'ivy', { v: 1 });
+      await p.join('room:5', 's1', { user: 'ivy' });
+      expect(await p.count(['room:5'])).toEqual([1]);
+      expect(await p.members('room:5')).toEqual([{ user: 'ivy', sockets: 1, info: '{"v":1}' }]);
+      await p.leave('room:5', 's2');
+      await m.join(p, 'room:5', 's2', 'jon');
+      await m.leave(p, 'room:5', 's1');
+      await p.join('room:5', 's2', { user: 'jon' });
+      await m.join(p, 'room:5', 's3', 'jon');
+      expect(await p.count(['room:5'])).toEqual([2]);
+      expect(await p.members('room:5')).toEqual([{ user: 'jon', sockets: 2 }]);
+      await m.leave(p, 'room:5', 's2');
+      await m.leave(p, 'room:5', 's3');
+      await m.join(p, 'room:5', 's1', 'ivy');
+      await m.join(p, 'room:6', 's9', 'kim', { v: 3 });
+      await m.leave(p, 'room:6', 's9');
+      expect(r.brief()).toEqual([
+        'channel.occupied room:5',
+        'member.added room:5 ivy {"v":1}',
+        'member.added room:5 jon',
+        'member.removed room:5 ivy {"v":1}',
+        'member.removed room:5 jon',
+        'channel.vacated room:5',
+        'channel.occupied room:5',
+        'member.added room:5 ivy',
+        'channel.occupied room:6',
+        'member.added room:6 kim {"v":3}',
+        'member.removed room:6 kim {"v":3}',
+        'channel.vacated room:6',
+      ]);
+      await p.close();
+    });
+
     it('leaves every channel it still has on close, with their transitions', async () => {
       const m = membership();
       const { presence: p } = make('n1', m.local);

@@ -13,6 +13,7 @@ import {
 } from '../../../presence/index.js';
 import type { RelayServer, RelaySocket } from '../../events.js';
 import type { Hub } from '../../hub.js';
+import { NO_PATTERNS } from '../../tokens.js';
 import { authorize, memberFrom, userIdOut } from './auth.js';
 
 // Laravel Echo's Socket.IO protocol (the `laravel-echo` npm package, its
@@ -116,7 +117,7 @@ export class EchoFrontEnd {
     // Echo sockets have no user of their own: each is its own member of public channels.
     socket.data.user = `echo:${socket.id}`;
     socket.data.exp = Number.POSITIVE_INFINITY;
-    socket.data.patterns = [];
+    socket.data.patterns = NO_PATTERNS;
     return true;
   }
 
