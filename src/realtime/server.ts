@@ -190,6 +190,14 @@ export function attachRealtime(io: RelayServer, deps: RealtimeDeps): void {
   function onPacket(this: RelaySocket, ...packet: unknown[]): void {
     if (admitPacket(this, packet)) process.nextTick(runPacket, this, packet);
   }
+  // Socket.IO's onAny() gives each socket its own listener array, which V8
+  // sizes for 17 entries (~190 bytes per idle connection). Every native socket
+  // has the same one listener, so they share one frozen array: Socket.IO only
+  // reads it (onevent copies it before calling); the relay never calls
+  // onAny()/offAny(listener) on a native socket, which would edit it (and throw).
+  const anyListeners: readonly ((...args: unknown[]) => void)[] = Object.freeze([
+    onPacket as (...args: unknown[]) => void,
+  ]);
 
   io.on('connection', (socket) => {
     metrics.socketConnects.inc({ outcome: 'ok' });
@@ -203,7 +211,7 @@ export function attachRealtime(io: RelayServer, deps: RealtimeDeps): void {
       return;
     }
     if (deps.echo) socket.join(NATIVE_ROOM);
-    socket.onAny(onPacket);
+    (socket as unknown as { _anyListeners: typeof anyListeners })._anyListeners = anyListeners;
     armExpiry(socket);
     void joinOwnChannels(socket, deps);
   });
