@@ -37,11 +37,17 @@ import type { Broker, ChannelTop, HistoryEntry, HistoryResult, PublishItem, Rete
 // (node -> sockets), so one round trip writes the message and tells the
 // publisher who was online.
 //
-// KEYS: per channel of each publication [stream, meta, appended-marker, (counts)]
+// KEYS: per channel of each publication [stream, meta, (appended-marker), (counts)]:
+//       the marker only for an idempotent publication, the counts only when counting
 // ARGV: new epoch, count ('1': KEYS carry counts), fan-out ('publish', 'spublish' or 'none'),
 //       then per publication [payload, ts, idempotency ttl ms (0: off), channel count,
 //       then per channel [history size, history ttl s, delivery channel]]
-// Returns per channel of each publication, flattened, "<offset>:<epoch>".
+// Returns per channel of each publication, flattened, "<offset>:<epoch>" (and,
+// when counting, the counts hash right after it).
+//
+// Cost per channel matters (every publish runs it): numbers are passed on as
+// the ARGV strings they came as, and the offset is turned into text once
+// (Lua formats a number with sprintf at every concatenation).
 const PUBLISH_LUA = `
 local newEpoch = ARGV[1]
 local counting = ARGV[2] == '1'
@@ -52,23 +58,29 @@ local out = {}
 while a <= #ARGV do
   local payload = ARGV[a]
   local ts = ARGV[a + 1]
-  local idemTtl = tonumber(ARGV[a + 2])
+  local idemTtl = ARGV[a + 2]
+  local idem = idemTtl ~= '0'
   local n = tonumber(ARGV[a + 3])
   a = a + 4
   for _ = 1, n do
-    local stream, meta, marker = KEYS[k], KEYS[k + 1], KEYS[k + 2]
-    local size = tonumber(ARGV[a])
+    local stream, meta = KEYS[k], KEYS[k + 1]
+    local size = ARGV[a]
     local ttl = ARGV[a + 1]
     local chan = ARGV[a + 2]
-    local counts = false
-    if counting then
-      counts = KEYS[k + 3]
+    k = k + 2
+    a = a + 3
+    local marker = false
+    if idem then
+      marker = KEYS[k]
       k = k + 1
     end
-    k = k + 3
-    a = a + 3
+    local counts = false
+    if counting then
+      counts = KEYS[k]
+      k = k + 1
+    end
     local prev = false
-    if idemTtl > 0 then prev = redis.call('get', marker) end
+    if idem then prev = redis.call('get', marker) end
     if prev then
       out[#out + 1] = prev
     else
@@ -77,16 +89,16 @@ while a <= #ARGV do
         epoch = newEpoch
         redis.call('hset', meta, 'e', epoch)
       end
-      local offset = redis.call('hincrby', meta, 's', 1)
+      local offset = tostring(redis.call('hincrby', meta, 's', 1))
       redis.call('hset', meta, 't', ts)
       redis.call('expire', meta, ttl)
-      if size > 0 then
+      if size ~= '0' then
         redis.call('xadd', stream, 'MAXLEN', size, offset .. '-0', 't', ts, 'p', payload)
         redis.call('expire', stream, ttl)
       end
       local pos = offset .. ':' .. epoch
       if fanout ~= 'none' then redis.call(fanout, chan, pos .. ':' .. payload) end
-      if idemTtl > 0 then redis.call('set', marker, pos, 'PX', idemTtl) end
+      if idem then redis.call('set', marker, pos, 'PX', idemTtl) end
       out[#out + 1] = pos
     end
     if counts then out[#out + 1] = redis.call('hgetall', counts) end
@@ -335,10 +347,13 @@ export class RedisBroker implements Broker {
     const keys: string[] = [];
     const argv: (string | number)[] = [this.newEpoch(), counting ? '1' : '0', fanout];
     for (const { publication, channels, idempotent, payload, key } of items) {
-      argv.push(payload, publication.ts, idempotent ? this.idempotencyMs : 0, channels.length);
+      // The script reads '0' as "not idempotent" (and then takes no marker key).
+      const idem = idempotent && this.idempotencyMs > 0;
+      argv.push(payload, publication.ts, idem ? this.idempotencyMs : 0, channels.length);
       for (const c of channels) {
         const r = this.retention(c);
-        keys.push(this.names.stream(c), this.names.meta(c), this.names.appended(c, key ?? publication.id));
+        keys.push(this.names.stream(c), this.names.meta(c));
+        if (idem) keys.push(this.names.appended(c, key ?? publication.id));
         if (counting) keys.push(this.names.counts(c));
         argv.push(r.size, r.ttl, this.names.deliver(c));
       }
