@@ -150,6 +150,15 @@ interface RelayCommands {
 
 type ScriptedRedis = Redis & RelayCommands;
 
+/** A caller of publishManyCounted waiting for this turn's script call. */
+interface QueuedCall {
+  readonly items: readonly PublishItem[];
+  /** Its items that have channels, with their publications encoded: what the script call carries. */
+  readonly encoded: readonly (PublishItem & { payload: string })[];
+  resolve(result: { positions: Position[][]; counts: string[][][] }): void;
+  reject(err: unknown): void;
+}
+
 /** How far a publish must have travelled before it is fanned out and acknowledged. */
 export interface Durability {
   /** Replicas that must confirm the write (Redis WAIT); 0: the master alone. */
@@ -169,11 +178,7 @@ export class RedisBroker implements Broker {
   /** Redis Cluster: sharded pub/sub, and one script call per slot. */
   private readonly sharded: boolean;
   /** Counted publishes waiting for this turn's script call. */
-  private queued: {
-    items: (PublishItem & { payload: string })[];
-    resolve: (reply: (string | string[])[]) => void;
-    reject: (err: unknown) => void;
-  }[] = [];
+  private queued: QueuedCall[] = [];
   private queuedChannels = 0;
   private flushing = false;
 
@@ -282,37 +287,30 @@ export class RedisBroker implements Broker {
   // written by one script call: one command to encode, send and parse, and
   // one script run in Redis, for all of them. Each call is still atomic per
   // channel and in arrival order.
-  async publishManyCounted(
+  //
+  // Not async: the caller's promise is the one the flush settles, without a further hop.
+  publishManyCounted(
     items: readonly PublishItem[],
   ): Promise<{ positions: Position[][]; counts: string[][][] } | undefined> {
-    if (this.sharded || this.durability.replicas > 0) return undefined;
-    const encoded = items
-      .filter((i) => i.channels.length > 0)
-      .map((i) => ({ ...i, payload: encodePublication(i.publication) }));
-    if (encoded.length === 0) return { positions: items.map(() => []), counts: items.map(() => []) };
-    const reply = await new Promise<(string | string[])[]>((resolve, reject) => {
-      this.queued.push({ items: encoded, resolve, reject });
-      this.queuedChannels += encoded.reduce((n, i) => n + i.channels.length, 0);
+    if (this.sharded || this.durability.replicas > 0) return Promise.resolve(undefined);
+    let channels = 0;
+    const encoded: (PublishItem & { payload: string })[] = [];
+    for (const i of items) {
+      if (i.channels.length === 0) continue;
+      channels += i.channels.length;
+      encoded.push({ ...i, payload: encodePublication(i.publication) });
+    }
+    if (channels === 0)
+      return Promise.resolve({ positions: items.map(() => []), counts: items.map(() => []) });
+    return new Promise((resolve, reject) => {
+      this.queued.push({ items, encoded, resolve, reject });
+      this.queuedChannels += channels;
       if (this.queuedChannels >= MAX_CALL_CHANNELS) this.flush();
       else if (!this.flushing) {
         this.flushing = true;
         setImmediate(() => this.flush());
       }
     });
-    let next = 0;
-    const positions: Position[][] = [];
-    const counts: string[][][] = [];
-    for (const i of items) {
-      const p: Position[] = [];
-      const c: string[][] = [];
-      for (let j = 0; j < i.channels.length; j++) {
-        p.push(parsePosition(reply[next++] as string));
-        c.push(reply[next++] as string[]);
-      }
-      positions.push(p);
-      counts.push(c);
-    }
-    return { positions, counts };
   }
 
   /** Publishes queued this turn, written by one script call; each caller gets its share of the reply. */
@@ -322,15 +320,26 @@ export class RedisBroker implements Broker {
     if (calls.length === 0) return;
     this.queued = [];
     this.queuedChannels = 0;
-    const all = calls.flatMap((c) => c.items);
+    const all = calls.length === 1 ? calls[0]!.encoded : calls.flatMap((c) => c.encoded);
     this.run(() => this.cmd.relayPublish(...this.scriptArgs('publish', all, true))).then(
       (reply) => {
+        // Per channel, in the order queued: "<offset>:<epoch>", then its counts hash.
         const flat = reply as unknown as (string | string[])[];
-        let at = 0;
+        let next = 0;
         for (const c of calls) {
-          const n = c.items.reduce((k, i) => k + i.channels.length, 0) * 2;
-          c.resolve(flat.slice(at, at + n));
-          at += n;
+          const positions: Position[][] = [];
+          const counts: string[][][] = [];
+          for (const i of c.items) {
+            const p: Position[] = [];
+            const n: string[][] = [];
+            for (let j = 0; j < i.channels.length; j++) {
+              p.push(parsePosition(flat[next++] as string));
+              n.push(flat[next++] as string[]);
+            }
+            positions.push(p);
+            counts.push(n);
+          }
+          c.resolve({ positions, counts });
         }
       },
       (err: unknown) => {
