@@ -37,11 +37,17 @@ import type { Broker, ChannelTop, HistoryEntry, HistoryResult, PublishItem, Rete
 // (node -> sockets), so one round trip writes the message and tells the
 // publisher who was online.
 //
-// KEYS: per channel of each publication [stream, meta, appended-marker, (counts)]
+// KEYS: per channel of each publication [stream, meta, (appended-marker), (counts)]:
+//       the marker only for an idempotent publication, the counts only when counting
 // ARGV: new epoch, count ('1': KEYS carry counts), fan-out ('publish', 'spublish' or 'none'),
 //       then per publication [payload, ts, idempotency ttl ms (0: off), channel count,
 //       then per channel [history size, history ttl s, delivery channel]]
-// Returns per channel of each publication, flattened, "<offset>:<epoch>".
+// Returns per channel of each publication, flattened, "<offset>:<epoch>" (and,
+// when counting, the counts hash right after it).
+//
+// Cost per channel matters (every publish runs it): numbers are passed on as
+// the ARGV strings they came as, and the offset is turned into text once
+// (Lua formats a number with sprintf at every concatenation).
 const PUBLISH_LUA = `
 local newEpoch = ARGV[1]
 local counting = ARGV[2] == '1'
@@ -52,23 +58,29 @@ local out = {}
 while a <= #ARGV do
   local payload = ARGV[a]
   local ts = ARGV[a + 1]
-  local idemTtl = tonumber(ARGV[a + 2])
+  local idemTtl = ARGV[a + 2]
+  local idem = idemTtl ~= '0'
   local n = tonumber(ARGV[a + 3])
   a = a + 4
   for _ = 1, n do
-    local stream, meta, marker = KEYS[k], KEYS[k + 1], KEYS[k + 2]
-    local size = tonumber(ARGV[a])
+    local stream, meta = KEYS[k], KEYS[k + 1]
+    local size = ARGV[a]
     local ttl = ARGV[a + 1]
     local chan = ARGV[a + 2]
-    local counts = false
-    if counting then
-      counts = KEYS[k + 3]
+    k = k + 2
+    a = a + 3
+    local marker = false
+    if idem then
+      marker = KEYS[k]
       k = k + 1
     end
-    k = k + 3
-    a = a + 3
+    local counts = false
+    if counting then
+      counts = KEYS[k]
+      k = k + 1
+    end
     local prev = false
-    if idemTtl > 0 then prev = redis.call('get', marker) end
+    if idem then prev = redis.call('get', marker) end
     if prev then
       out[#out + 1] = prev
     else
@@ -77,16 +89,16 @@ while a <= #ARGV do
         epoch = newEpoch
         redis.call('hset', meta, 'e', epoch)
       end
-      local offset = redis.call('hincrby', meta, 's', 1)
+      local offset = tostring(redis.call('hincrby', meta, 's', 1))
       redis.call('hset', meta, 't', ts)
       redis.call('expire', meta, ttl)
-      if size > 0 then
+      if size ~= '0' then
         redis.call('xadd', stream, 'MAXLEN', size, offset .. '-0', 't', ts, 'p', payload)
         redis.call('expire', stream, ttl)
       end
       local pos = offset .. ':' .. epoch
       if fanout ~= 'none' then redis.call(fanout, chan, pos .. ':' .. payload) end
-      if idemTtl > 0 then redis.call('set', marker, pos, 'PX', idemTtl) end
+      if idem then redis.call('set', marker, pos, 'PX', idemTtl) end
       out[#out + 1] = pos
     end
     if counts then out[#out + 1] = redis.call('hgetall', counts) end
@@ -138,6 +150,15 @@ interface RelayCommands {
 
 type ScriptedRedis = Redis & RelayCommands;
 
+/** A caller of publishManyCounted waiting for this turn's script call. */
+interface QueuedCall {
+  readonly items: readonly PublishItem[];
+  /** Its items that have channels, with their publications encoded: what the script call carries. */
+  readonly encoded: readonly (PublishItem & { payload: string })[];
+  resolve(result: { positions: Position[][]; counts: string[][][] }): void;
+  reject(err: unknown): void;
+}
+
 /** How far a publish must have travelled before it is fanned out and acknowledged. */
 export interface Durability {
   /** Replicas that must confirm the write (Redis WAIT); 0: the master alone. */
@@ -157,11 +178,7 @@ export class RedisBroker implements Broker {
   /** Redis Cluster: sharded pub/sub, and one script call per slot. */
   private readonly sharded: boolean;
   /** Counted publishes waiting for this turn's script call. */
-  private queued: {
-    items: (PublishItem & { payload: string })[];
-    resolve: (reply: (string | string[])[]) => void;
-    reject: (err: unknown) => void;
-  }[] = [];
+  private queued: QueuedCall[] = [];
   private queuedChannels = 0;
   private flushing = false;
 
@@ -270,37 +287,30 @@ export class RedisBroker implements Broker {
   // written by one script call: one command to encode, send and parse, and
   // one script run in Redis, for all of them. Each call is still atomic per
   // channel and in arrival order.
-  async publishManyCounted(
+  //
+  // Not async: the caller's promise is the one the flush settles, without a further hop.
+  publishManyCounted(
     items: readonly PublishItem[],
   ): Promise<{ positions: Position[][]; counts: string[][][] } | undefined> {
-    if (this.sharded || this.durability.replicas > 0) return undefined;
-    const encoded = items
-      .filter((i) => i.channels.length > 0)
-      .map((i) => ({ ...i, payload: encodePublication(i.publication) }));
-    if (encoded.length === 0) return { positions: items.map(() => []), counts: items.map(() => []) };
-    const reply = await new Promise<(string | string[])[]>((resolve, reject) => {
-      this.queued.push({ items: encoded, resolve, reject });
-      this.queuedChannels += encoded.reduce((n, i) => n + i.channels.length, 0);
+    if (this.sharded || this.durability.replicas > 0) return Promise.resolve(undefined);
+    let channels = 0;
+    const encoded: (PublishItem & { payload: string })[] = [];
+    for (const i of items) {
+      if (i.channels.length === 0) continue;
+      channels += i.channels.length;
+      encoded.push({ ...i, payload: encodePublication(i.publication) });
+    }
+    if (channels === 0)
+      return Promise.resolve({ positions: items.map(() => []), counts: items.map(() => []) });
+    return new Promise((resolve, reject) => {
+      this.queued.push({ items, encoded, resolve, reject });
+      this.queuedChannels += channels;
       if (this.queuedChannels >= MAX_CALL_CHANNELS) this.flush();
       else if (!this.flushing) {
         this.flushing = true;
         setImmediate(() => this.flush());
       }
     });
-    let next = 0;
-    const positions: Position[][] = [];
-    const counts: string[][][] = [];
-    for (const i of items) {
-      const p: Position[] = [];
-      const c: string[][] = [];
-      for (let j = 0; j < i.channels.length; j++) {
-        p.push(parsePosition(reply[next++] as string));
-        c.push(reply[next++] as string[]);
-      }
-      positions.push(p);
-      counts.push(c);
-    }
-    return { positions, counts };
   }
 
   /** Publishes queued this turn, written by one script call; each caller gets its share of the reply. */
@@ -310,15 +320,26 @@ export class RedisBroker implements Broker {
     if (calls.length === 0) return;
     this.queued = [];
     this.queuedChannels = 0;
-    const all = calls.flatMap((c) => c.items);
+    const all = calls.length === 1 ? calls[0]!.encoded : calls.flatMap((c) => c.encoded);
     this.run(() => this.cmd.relayPublish(...this.scriptArgs('publish', all, true))).then(
       (reply) => {
+        // Per channel, in the order queued: "<offset>:<epoch>", then its counts hash.
         const flat = reply as unknown as (string | string[])[];
-        let at = 0;
+        let next = 0;
         for (const c of calls) {
-          const n = c.items.reduce((k, i) => k + i.channels.length, 0) * 2;
-          c.resolve(flat.slice(at, at + n));
-          at += n;
+          const positions: Position[][] = [];
+          const counts: string[][][] = [];
+          for (const i of c.items) {
+            const p: Position[] = [];
+            const n: string[][] = [];
+            for (let j = 0; j < i.channels.length; j++) {
+              p.push(parsePosition(flat[next++] as string));
+              n.push(flat[next++] as string[]);
+            }
+            positions.push(p);
+            counts.push(n);
+          }
+          c.resolve({ positions, counts });
         }
       },
       (err: unknown) => {
@@ -335,10 +356,13 @@ export class RedisBroker implements Broker {
     const keys: string[] = [];
     const argv: (string | number)[] = [this.newEpoch(), counting ? '1' : '0', fanout];
     for (const { publication, channels, idempotent, payload, key } of items) {
-      argv.push(payload, publication.ts, idempotent ? this.idempotencyMs : 0, channels.length);
+      // The script reads '0' as "not idempotent" (and then takes no marker key).
+      const idem = idempotent && this.idempotencyMs > 0;
+      argv.push(payload, publication.ts, idem ? this.idempotencyMs : 0, channels.length);
       for (const c of channels) {
         const r = this.retention(c);
-        keys.push(this.names.stream(c), this.names.meta(c), this.names.appended(c, key ?? publication.id));
+        keys.push(this.names.stream(c), this.names.meta(c));
+        if (idem) keys.push(this.names.appended(c, key ?? publication.id));
         if (counting) keys.push(this.names.counts(c));
         argv.push(r.size, r.ttl, this.names.deliver(c));
       }
