@@ -55,10 +55,12 @@ describe('Redis holds nothing for channels nobody published to', () => {
         const m = await scrape(node.url);
         return (
           m.value('pushrelay_ingest_partitions_owned') === 2 &&
-          m.value('pushrelay_ingest_router_active') === 1
+          m.value('pushrelay_ingest_router_active') === 1 &&
+          // The console's samples list is written from the second sample on (~2 intervals after start).
+          (await client.exists(`pushrelay:stats:${node.relay.config.nodeId}`)) === 1
         );
       },
-      { what: 'the node owning the ingest stream' },
+      { what: 'the node owning the ingest stream and keeping console samples', timeoutMs: 30_000 },
     );
     let before = new Set<string>();
     await waitFor(
