@@ -158,6 +158,7 @@ export async function buildApp(
   const io: RelayServer = createSocketServer(http.server, config, (req) => admission.handshake(req), metrics);
   admission.watch(io);
   metrics.probes.pendingHandshakes = () => admission.pendingCount();
+  metrics.probes.echoAddresses = () => admission.echoAddressCount();
   // Sharded pub/sub with a Redis channel per room ('dynamic'): a room's
   // broadcasts (presence notices) reach only the nodes with sockets in it, and
   // no node holds a pattern subscription that every publish is matched against.

@@ -793,6 +793,13 @@ export const schema = {
     1,
     1000,
   ),
+  echoMaxPerAddress: int(
+    'PUSHRELAY_ECHO_MAX_PER_ADDRESS',
+    'connected Laravel Echo sockets (they carry no token) one client address (per PUSHRELAY_TRUST_PROXY) may hold on one node; past it its new ones are refused `rate_limited`; 0: no cap',
+    256,
+    0,
+    10_000_000,
+  ),
   echoRedisPrefix: {
     env: 'PUSHRELAY_ECHO_REDIS_PREFIX',
     doc: "take Laravel’s Redis broadcaster: the Redis prefix of the app (`database.redis.options.prefix`, by default `REDIS_PREFIX` = `Str::slug(APP_NAME, '_').'_database_'`); its `{event, data, socket}` on `<prefix><channel>` reaches channel `<channel>`; set but empty means no prefix, unset means off",

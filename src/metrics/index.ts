@@ -17,6 +17,7 @@ export interface Probes {
     | undefined;
   redisReady?: () => Record<string, boolean>;
   pendingHandshakes?: () => number;
+  echoAddresses?: () => number;
 }
 
 export function createMetrics() {
@@ -280,6 +281,14 @@ export function createMetrics() {
       labelNames: ['source'] as const,
       registers: [registry],
     }),
+    echoAddresses: new Gauge({
+      name: 'pushrelay_echo_addresses',
+      help: 'Client addresses holding connected Laravel Echo sockets on this node (each at most PUSHRELAY_ECHO_MAX_PER_ADDRESS of them)',
+      registers: [registry],
+      collect() {
+        this.set(probes.echoAddresses?.() ?? 0);
+      },
+    }),
     echoSubscriptions: new Counter({
       name: 'pushrelay_echo_subscriptions_total',
       help: 'Laravel Echo subscribe requests, by kind (public, private, presence) and outcome: ok, or why it was refused (invalid_channel, not_public, too_many_channels, auth_refused, auth_failed, auth_timeout, auth_garbage, auth_overloaded, no_auth_url, unavailable)',
@@ -305,7 +314,7 @@ export function createMetrics() {
     }),
     rateLimited: new Counter({
       name: 'pushrelay_ratelimit_rejections_total',
-      help: 'Requests refused by a rate limit, by scope (publisher, socket, connection: the node handshake rate, address: unauthenticated handshakes of one client address, preauth_evicted: the oldest unauthenticated handshake closed for a new one past PUSHRELAY_PREAUTH_MAX)',
+      help: 'Requests refused by a rate limit, by scope (publisher, socket, connection: the node handshake rate, address: unauthenticated handshakes of one client address, preauth_evicted: the oldest unauthenticated handshake closed for a new one past PUSHRELAY_PREAUTH_MAX, echo_address: Laravel Echo sockets of one client address past PUSHRELAY_ECHO_MAX_PER_ADDRESS)',
       labelNames: ['scope'] as const,
       registers: [registry],
     }),

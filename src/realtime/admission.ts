@@ -49,6 +49,10 @@ export class Admission {
   private readonly pending = new Map<string, number>();
   /** Each pending engine connection and the address it was counted under, oldest first. */
   private readonly pendingOf = new Map<EngineConn, string>();
+  /** Connected tokenless (Laravel Echo) sockets per client address, capped at PUSHRELAY_ECHO_MAX_PER_ADDRESS. */
+  private readonly echoes = new Map<string, number>();
+  /** Each counted Echo socket and the address it was counted under. */
+  private readonly echoOf = new Map<RelaySocket, string>();
   private readonly handshakes: ReturnType<typeof fullBucket>;
   private readonly address: (req: IncomingMessage) => string;
   /**
@@ -117,8 +121,48 @@ export class Admission {
     if (this.state.draining()) return 'draining';
     // Several handshakes may have authenticated at once for the last slots.
     if (this.io().of('/').sockets.size >= this.config.maxConnections) return 'over_capacity';
+    if (socket.data.echo && !this.countEcho(socket)) {
+      this.metrics.rateLimited.inc({ scope: 'echo_address' });
+      return 'rate_limited';
+    }
     this.settle(socket.conn);
     return undefined;
+  }
+
+  /** Client addresses holding connected Echo sockets now, for metrics. */
+  echoAddressCount(): number {
+    return this.echoes.size;
+  }
+
+  /**
+   * An Echo socket has no token, so nothing else stops one address from
+   * taking every slot of the node and holding them: it is counted under its
+   * address until it is gone. Gone is its disconnect, or its engine
+   * connection's close if it never connected (closed between this check and
+   * Socket.IO's connect, it emits no disconnect); one socket per engine
+   * connection is not assumed (a client may CONNECT '/' more than once).
+   */
+  private countEcho(socket: RelaySocket): boolean {
+    const cap = this.config.echoMaxPerAddress;
+    if (cap === 0) return true;
+    const address = this.address(socket.request);
+    const held = this.echoes.get(address) ?? 0;
+    if (held >= cap) return false;
+    this.echoes.set(address, held + 1);
+    this.echoOf.set(socket, address);
+    const release = () => {
+      socket.off('disconnect', release);
+      socket.conn.off('close', release);
+      const counted = this.echoOf.get(socket);
+      if (counted === undefined) return;
+      this.echoOf.delete(socket);
+      const left = (this.echoes.get(counted) ?? 1) - 1;
+      if (left <= 0) this.echoes.delete(counted);
+      else this.echoes.set(counted, left);
+    };
+    socket.once('disconnect', release);
+    socket.conn.once('close', release);
+    return true;
   }
 
   /** Unauthenticated engine connections now, for metrics. */

@@ -153,6 +153,14 @@ describe('configuration', () => {
     ]);
   });
 
+  it('takes 0 for PUSHRELAY_ECHO_MAX_PER_ADDRESS (no cap) and refuses a negative one', () => {
+    expect(loadConfig({ PUSHRELAY_ECHO_MAX_PER_ADDRESS: '0' }).echoMaxPerAddress).toBe(0);
+    expect(loadConfig({}).echoMaxPerAddress).toBe(256);
+    expect(problems({ PUSHRELAY_ECHO_MAX_PER_ADDRESS: '-1' })).toEqual([
+      'PUSHRELAY_ECHO_MAX_PER_ADDRESS: must be between 0 and 10000000, got -1',
+    ]);
+  });
+
   it('refuses unknown PUSHRELAY_ variables and suggests the one meant', () => {
     expect(problems({ PUSHRELAY_JWT_SECRT: 'x' })).toEqual([
       'PUSHRELAY_JWT_SECRT: unknown variable (did you mean PUSHRELAY_JWT_SECRET?)',
