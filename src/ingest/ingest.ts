@@ -131,6 +131,75 @@ export class Ingest {
   }
 
   /**
+   * publish() answered in the calling turn, or undefined (having done
+   * nothing) where some step would wait: a broker or presence outside this
+   * process, an idempotency `id` to look up, a broadcast (its count asks
+   * every node). Standalone, an ordinary publish then takes no promise, no
+   * batch bookkeeping and no second parse of its data. Same checks, writes,
+   * answer, metrics and offline fallback as publish(); a RelayError from the
+   * checks is thrown as publish() rejects with it.
+   */
+  publishNow(
+    body: PublishBody,
+    source: PublishSource,
+    options: PublishOptions = {},
+  ): PublishResult | undefined {
+    const { broker, presence, metrics } = this.deps;
+    if (
+      broker.publishNow === undefined ||
+      presence.countNow === undefined ||
+      body.id !== undefined ||
+      body.broadcast === true ||
+      options.audience !== undefined
+    ) {
+      return undefined;
+    }
+    const started = performance.now();
+    try {
+      const plan = this.plan(body, options);
+      const publication: Publication = {
+        id: randomUUID(),
+        event: body.event,
+        data: plan.data,
+        ts: Date.now(),
+        except: plan.except.length > 0 ? plan.except : undefined,
+        exceptSockets: plan.exceptSockets.length > 0 ? plan.exceptSockets : undefined,
+      };
+      const { users, channels } = plan;
+      const targets =
+        channels.length === 0 && users.length === 1
+          ? [userChannel(users[0]!)]
+          : [...users.map(userChannel), ...channels];
+      const value = body.data === undefined ? null : body.data;
+      const positions = broker.publishNow(publication, targets, false, undefined, value);
+      // Counted after the fan-out, as publish() does. The targets are exactly
+      // the channels publish() counts here (no audience, no broadcast), each
+      // once: users are unique, channels too and never in the user namespace.
+      const counts = presence.countNow(targets);
+      const offline: string[] = [];
+      let online = 0;
+      let sockets = 0;
+      const answered: Record<string, Position> = {};
+      for (let i = 0; i < targets.length; i++) {
+        const n = counts[i] ?? 0;
+        sockets += n;
+        if (i < users.length) {
+          if (n > 0) online++;
+          else offline.push(users[i]!);
+        }
+        answered[targets[i]!] = positions[i]!;
+      }
+      metrics.publishes.inc({ source, outcome: 'ok' });
+      if (offline.length > 0) this.deps.onOffline?.(offline, publication);
+      metrics.publishDuration.observe({ source }, (performance.now() - started) / 1000);
+      return { id: publication.id, online: { users: online, sockets }, offline, channels: answered };
+    } catch (err) {
+      metrics.publishes.inc({ source, outcome: isRelayError(err) ? err.code : 'internal' });
+      throw err;
+    }
+  }
+
+  /**
    * Validates every message before writing any (a malformed batch writes
    * nothing), then writes them together: one idempotency lookup, one broker
    * call and one presence read for the whole batch. Nothing is acknowledged
