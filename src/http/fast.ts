@@ -197,16 +197,15 @@ function take(
   route: 'publish' | 'batch',
   key: string,
 ): Limited | Promise<Limited> {
+  const now = limit[route].incrNow?.(key, limit.max);
+  if (now !== undefined) return limitedOf(limit.max, now);
   let answer: Limited | undefined;
   let settle: ((l: Limited) => void) | undefined;
   limit[route].incr(
     key,
     (err, r) => {
       // As with the plugin's skipOnError: a limiter that cannot reach Redis lets the request through.
-      const l =
-        err || !r
-          ? { remaining: limit.max, reset: 0 }
-          : { remaining: r.current > limit.max ? -1 : limit.max - r.current, reset: Math.ceil(r.ttl / 1000) };
+      const l = err || !r ? { remaining: limit.max, reset: 0 } : limitedOf(limit.max, r);
       if (settle) settle(l);
       else answer = l;
     },
@@ -217,6 +216,10 @@ function take(
   return new Promise((resolve) => {
     settle = resolve;
   });
+}
+
+function limitedOf(max: number, r: { current: number; ttl: number }): Limited {
+  return { remaining: r.current > max ? -1 : max - r.current, reset: Math.ceil(r.ttl / 1000) };
 }
 
 function send(
