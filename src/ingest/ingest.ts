@@ -187,7 +187,7 @@ export class Ingest {
           if (n > 0) online++;
           else offline.push(users[i]!);
         }
-        answered[targets[i]!] = positions[i]!;
+        setPosition(answered, targets[i]!, positions[i]!);
       }
       metrics.publishes.inc({ source, outcome: 'ok' });
       if (offline.length > 0) this.deps.onOffline?.(offline, publication);
@@ -337,7 +337,7 @@ export class Ingest {
     const made = fresh.map((f, i): PublishResult => {
       const channels: Record<string, Position> = {};
       f.targets.forEach((t, j) => {
-        channels[t] = positions[i]![j]!;
+        setPosition(channels, t, positions[i]![j]!);
       });
       return { id: f.publication.id, online: online[i]!.online, offline: online[i]!.offline, channels };
     });
@@ -383,6 +383,24 @@ export class Ingest {
     const total = nodes?.reduce((n, node) => n + node.sockets, 0) ?? 0;
     return tally(plans, count, total);
   }
+}
+
+/**
+ * Puts a channel's position in an answer. `__proto__` is a valid channel
+ * name: assigned, it would replace the object's prototype and be left out of
+ * the answer, so it is defined as an own property. (An object without a
+ * prototype would do too, but V8 keeps those in dictionary mode: ~0.5 µs
+ * more per publish.)
+ */
+function setPosition(answer: Record<string, Position>, channel: string, position: Position): void {
+  if (channel === '__proto__') {
+    Object.defineProperty(answer, channel, {
+      value: position,
+      enumerable: true,
+      writable: true,
+      configurable: true,
+    });
+  } else answer[channel] = position;
 }
 
 /** Who each publish reached, from socket counts per channel (and the cluster's total, for broadcasts). */
