@@ -137,7 +137,10 @@ export class Ingest {
    * every node). Standalone, an ordinary publish then takes no promise, no
    * batch bookkeeping and no second parse of its data. Same checks, writes,
    * answer, metrics and offline fallback as publish(); a RelayError from the
-   * checks is thrown as publish() rejects with it.
+   * checks is thrown as publish() rejects with it. `body` must have been
+   * parsed from JSON text: its `data` is delivered as it is, which sends the
+   * same bytes as its JSON only for plain JSON values (a value a Socket.IO
+   * client sent may hold binary attachments, so those sources use publish()).
    */
   publishNow(
     body: PublishBody,
