@@ -31,6 +31,9 @@ interface IdempotencyEntry {
   readonly expires: number;
 }
 
+/** publishNow() without a parsed value: delivery parses `publication.data`. */
+const UNPARSED: unique symbol = Symbol('unparsed');
+
 const UNBORN: ChannelTop = { offset: 0, epoch: UNBORN_EPOCH, lastTs: 0 };
 
 /** How long an idle channel keeps its epoch and offset when nobody is subscribed. */
@@ -63,12 +66,27 @@ export class MemoryBroker implements Broker {
     idempotent: boolean,
     key: string = publication.id,
   ): Promise<Position[]> {
+    return this.publishNow(publication, channels, idempotent, key);
+  }
+
+  /**
+   * publish() answered in the calling turn: everything it touches is in this
+   * process. `value`, when given, is `publication.data` already parsed (the
+   * caller parsed the JSON it came from), so delivery does not parse it again.
+   */
+  publishNow(
+    publication: Publication,
+    channels: readonly string[],
+    idempotent: boolean,
+    key: string = publication.id,
+    value: unknown = UNPARSED,
+  ): Position[] {
     const text = encodePublication(publication);
     const now = this.now();
     const positions: Position[] = [];
     let message: Message | undefined;
     for (const channel of channels) {
-      const marker = `${channel}\u0000${key}`;
+      const marker = idempotent ? `${channel}\u0000${key}` : '';
       if (idempotent) {
         const seen = this.idempotency.get(marker);
         if (seen && seen.expires > now) {
@@ -92,7 +110,7 @@ export class MemoryBroker implements Broker {
         message ??= {
           id: publication.id,
           event: publication.event,
-          data: JSON.parse(publication.data) as unknown,
+          data: value === UNPARSED ? (JSON.parse(publication.data) as unknown) : value,
           ts: publication.ts,
           except: publication.except,
           exceptSockets: publication.exceptSockets,

@@ -71,6 +71,18 @@ export interface Broker {
    */
   publishMany(items: readonly PublishItem[]): Promise<Position[][]>;
   /**
+   * publish() answered synchronously, fanned out before it returns: only
+   * brokers that hold everything in this process (standalone). `value` is
+   * the publication's data already parsed, when the caller has it.
+   */
+  publishNow?(
+    publication: Publication,
+    channels: readonly string[],
+    idempotent: boolean,
+    key?: string,
+    value?: unknown,
+  ): Position[];
+  /**
    * publishMany that also reads each target channel's presence counts hash
    * (node -> sockets, flattened) in the same step: one round trip for the
    * write and the online count. Undefined, having done nothing, where the

@@ -82,7 +82,7 @@ export function installFastPath(server: Server, deps: FastPathDeps): void {
     const scope = key ? scopes.get(key) : undefined;
     if (scope === undefined) return slow(req, res);
     readBody(req, length, (body) => {
-      void handle(route, scope, body, res, deps);
+      handle(route, scope, body, res, deps);
     });
   });
 }
@@ -102,13 +102,18 @@ function readBody(req: IncomingMessage, length: number, done: (body: Buffer) => 
   req.on('error', () => {});
 }
 
-async function handle(
+/**
+ * Answers in the request's own turn when nothing waits (standalone, the
+ * limiter holding quota, no idempotency id): no promise per request. Anything
+ * that would wait continues in `finish`, with the same checks and answers.
+ */
+function handle(
   route: 'publish' | 'batch',
   scope: string,
   raw: Buffer,
   res: ServerResponse,
   deps: FastPathDeps,
-): Promise<void> {
+): void {
   let limited: Limited | undefined;
   try {
     const value = parseJsonText(decodeUtf8(raw), deps.maxJsonDepth);
@@ -116,29 +121,69 @@ async function handle(
     if (!validate(value)) throw new RelayError('invalid_body', describeAjvError(validate.errors, 'body'));
     if (deps.rateLimit) {
       const taken = take(deps.rateLimit, route, scope);
-      // The limiter answers at once while this node holds quota: no promise then.
-      limited = taken instanceof Promise ? await taken : taken;
-      if (limited.remaining < 0) {
-        deps.rateLimit.onExceeded();
-        const retry = Math.max(1, limited.reset);
-        throw new RelayError(
-          'rate_limited',
-          `more than ${deps.rateLimit.max} requests per minute with this key; retry in ${format(limited.reset)}`,
-          retry,
-        );
+      // The limiter answers at once while this node holds quota.
+      if (taken instanceof Promise) {
+        void finish(route, scope, value, taken, res, deps);
+        return;
+      }
+      limited = taken;
+      checkLimit(deps.rateLimit, limited);
+    }
+    if (route === 'publish') {
+      const result = deps.ingest.publishNow(value as PublishBody, 'http', { scope });
+      if (result !== undefined) {
+        send(res, 200, resultJson(result), limited, deps.rateLimit?.max);
+        return;
       }
     }
+    void finish(route, scope, value, limited, res, deps);
+  } catch (err) {
+    fail(res, err, limited, deps);
+  }
+}
+
+async function finish(
+  route: 'publish' | 'batch',
+  scope: string,
+  value: unknown,
+  taken: Limited | Promise<Limited> | undefined,
+  res: ServerResponse,
+  deps: FastPathDeps,
+): Promise<void> {
+  let limited: Limited | undefined;
+  try {
+    if (taken instanceof Promise) {
+      limited = await taken;
+      checkLimit(deps.rateLimit!, limited);
+    } else limited = taken;
     const text =
       route === 'publish'
         ? resultJson(await deps.ingest.publish(value as PublishBody, 'http', { scope }))
         : `{"results":[${(await batchAnswer(deps.ingest, (value as BatchBody).messages, scope)).map((r) => resultJson(r, '"ok":true,')).join(',')}]}`;
     send(res, 200, text, limited, deps.rateLimit?.max);
   } catch (err) {
-    const error = toRelayError(err, deps.maxPayloadBytes);
-    if (error.code === 'internal') deps.log.error({ err }, 'request failed');
-    deps.metrics.httpErrors.inc({ code: error.code });
-    send(res, error.status, JSON.stringify({ error: error.body() }), limited, deps.rateLimit?.max, error);
+    fail(res, err, limited, deps);
   }
+}
+
+/** Throws rate_limited once the key is over its limit. */
+function checkLimit(limit: NonNullable<FastPathDeps['rateLimit']>, limited: Limited): void {
+  if (limited.remaining < 0) {
+    limit.onExceeded();
+    const retry = Math.max(1, limited.reset);
+    throw new RelayError(
+      'rate_limited',
+      `more than ${limit.max} requests per minute with this key; retry in ${format(limited.reset)}`,
+      retry,
+    );
+  }
+}
+
+function fail(res: ServerResponse, err: unknown, limited: Limited | undefined, deps: FastPathDeps): void {
+  const error = toRelayError(err, deps.maxPayloadBytes);
+  if (error.code === 'internal') deps.log.error({ err }, 'request failed');
+  deps.metrics.httpErrors.inc({ code: error.code });
+  send(res, error.status, JSON.stringify({ error: error.body() }), limited, deps.rateLimit?.max, error);
 }
 
 interface Limited {
@@ -152,16 +197,15 @@ function take(
   route: 'publish' | 'batch',
   key: string,
 ): Limited | Promise<Limited> {
+  const now = limit[route].incrNow?.(key, limit.max);
+  if (now !== undefined) return limitedOf(limit.max, now);
   let answer: Limited | undefined;
   let settle: ((l: Limited) => void) | undefined;
   limit[route].incr(
     key,
     (err, r) => {
       // As with the plugin's skipOnError: a limiter that cannot reach Redis lets the request through.
-      const l =
-        err || !r
-          ? { remaining: limit.max, reset: 0 }
-          : { remaining: r.current > limit.max ? -1 : limit.max - r.current, reset: Math.ceil(r.ttl / 1000) };
+      const l = err || !r ? { remaining: limit.max, reset: 0 } : limitedOf(limit.max, r);
       if (settle) settle(l);
       else answer = l;
     },
@@ -172,6 +216,10 @@ function take(
   return new Promise((resolve) => {
     settle = resolve;
   });
+}
+
+function limitedOf(max: number, r: { current: number; ttl: number }): Limited {
+  return { remaining: r.current > max ? -1 : max - r.current, reset: Math.ceil(r.ttl / 1000) };
 }
 
 function send(

@@ -54,6 +54,12 @@ export type RateCallback = Callback;
 /** A route's limiter, shared by the Fastify plugin and the publish fast path. */
 export interface RouteLimiter {
   incr(key: string, cb: Callback, timeWindow: number, max: number): void;
+  /**
+   * incr's answer when it needs nothing to wait for (this node holds quota
+   * for the key's window, or knows the limit is reached); undefined, having
+   * counted nothing, when incr would have to take a slice first.
+   */
+  incrNow?(key: string, max: number): { current: number; ttl: number } | undefined;
 }
 
 export interface RateStores {
@@ -122,6 +128,19 @@ export function rateStores(redis: Redis | undefined, nameSpace: string): RateSto
       };
       if (quota.taking) quota.taking.then(answer, (err: Error) => cb(err, null));
       else answer();
+    }
+
+    incrNow(key: string, max: number): { current: number; ttl: number } | undefined {
+      const quota = this.quotas.get(key);
+      if (quota === undefined || quota.taking) return undefined;
+      const now = Date.now();
+      if (quota.resetAt > 0 && now >= quota.resetAt) return undefined;
+      const ttl = Math.max(0, quota.resetAt - now);
+      if (quota.used < quota.granted) {
+        quota.used++;
+        return { current: Math.min(max, quota.taken - (quota.granted - quota.used)), ttl };
+      }
+      return quota.exhausted ? { current: max + 1, ttl } : undefined;
     }
 
     child(routeOptions: { routeInfo: { method: string; url: string } }): RouteLimiter {

@@ -100,3 +100,36 @@ for (const mode of ['standalone', 'cluster'] as Mode[]) {
     });
   });
 }
+
+for (const mode of ['standalone', 'cluster'] as Mode[]) {
+  describe(`the publish fast path counts the rate limit down (${mode})`, () => {
+    // Standalone, the limiter answers from the quota this node holds without a
+    // callback; in the cluster each request of a limit this small takes its slice from Redis.
+    const nodes = nodePair(mode, { PUSHRELAY_RATE_LIMIT: '3' });
+
+    it('answers remaining 2, 1, 0, then 429 with Retry-After, as the limit runs out', async () => {
+      const seen: [number, string | null, string | null][] = [];
+      for (let i = 0; i < 5; i++) {
+        const res = await fetch(`${nodes.a.url}/v1/publish`, {
+          method: 'POST',
+          headers: { authorization: bearer, 'content-type': 'application/json' },
+          body: JSON.stringify({ event: 'e', users: ['nobody'] }),
+        });
+        await res.text();
+        seen.push([
+          res.status,
+          res.headers.get('x-ratelimit-remaining'),
+          res.headers.get('x-ratelimit-limit'),
+        ]);
+        if (res.status === 429) expect(Number(res.headers.get('retry-after'))).toBeGreaterThan(0);
+      }
+      expect(seen).toEqual([
+        [200, '2', '3'],
+        [200, '1', '3'],
+        [200, '0', '3'],
+        [429, '0', '3'],
+        [429, '0', '3'],
+      ]);
+    });
+  });
+}

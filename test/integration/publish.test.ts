@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connectClient, type TestClient } from '../helpers/clients.js';
-import { READ_KEY, token } from '../helpers/env.js';
+import { KEY, READ_KEY, token } from '../helpers/env.js';
 import { get, post, signedRequest } from '../helpers/http.js';
 import { startInProcess } from '../helpers/nodes.js';
 import { sleep } from '../helpers/wait.js';
@@ -45,6 +45,25 @@ describe('HTTP publish API (standalone)', () => {
     expect(a2!.meta!.id).toBe(res.body.id);
     expect(a!.meta).toMatchObject({ id: res.body.id, channel: 'user:alice', epoch: expect.any(String) });
     expect(typeof a!.meta!.ts).toBe('number');
+  });
+
+  it('answers the position of channels named like Object.prototype properties', async () => {
+    const body = { event: 'e', channels: ['__proto__', 'constructor', 'toString'] };
+    const fast = await post(`${node.url}/v1/publish`, body);
+    const basic = Buffer.from(`${KEY.name}:${KEY.secret}`).toString('base64');
+    const slow = await post(`${node.url}/v1/publish`, body, {
+      secret: '',
+      headers: { authorization: `Basic ${basic}` },
+    });
+    for (const [res, offset] of [
+      [fast, 1],
+      [slow, 2],
+    ] as const) {
+      expect(res.status).toBe(200);
+      const channels = res.body.channels as Record<string, { offset: number }>;
+      expect(Object.keys(channels)).toEqual(['__proto__', 'constructor', 'toString']);
+      for (const name of Object.keys(channels)) expect(channels[name]!.offset).toBe(offset);
+    }
   });
 
   it('delivers to a channel’s subscribers except the users named in except_users', async () => {
