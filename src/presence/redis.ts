@@ -187,6 +187,8 @@ export class RedisPresence implements Presence {
   private touched = new Set<string>();
   private waiters: Pending[] = [];
   private flushScheduled = false;
+  /** The write out now, if any (see flush()). */
+  private inFlight: Promise<void> | undefined;
   /** The next flush deletes this node's channel set before writing it again (re-registration). */
   private resetChannelSet = false;
   private alive = new Set<string>();
@@ -406,9 +408,29 @@ export class RedisPresence implements Presence {
     const done = new Promise<void>((resolve, reject) => this.waiters.push({ resolve, reject }));
     if (!this.flushScheduled) {
       this.flushScheduled = true;
-      setImmediate(() => void this.flush());
+      if (this.inFlight === undefined) setImmediate(() => void this.flush());
     }
     return done;
+  }
+
+  /**
+   * One write at a time: what is queued while a write is out goes in the
+   * next, sent once this one is answered. Two writes out at once could be
+   * answered (on a Redis Cluster, one waiting on a redirect or a slow slot)
+   * in another order than Redis ran them, and their transitions would be
+   * dispatched out of order (a member.added before its channel.occupied).
+   */
+  private flush(): Promise<void> {
+    if (this.inFlight) {
+      this.flushScheduled = true;
+      return this.inFlight.then(() => this.flush());
+    }
+    const run = this.write().finally(() => {
+      this.inFlight = undefined;
+      if (this.flushScheduled) setImmediate(() => void this.flush());
+    });
+    this.inFlight = run;
+    return run;
   }
 
   /**
@@ -417,7 +439,7 @@ export class RedisPresence implements Presence {
    * queue order. A reply that is lost leaves its channel suspect and the
    * node dirty: the next heartbeat writes the membership again.
    */
-  private async flush(): Promise<void> {
+  private async write(): Promise<void> {
     this.flushScheduled = false;
     const ops = this.queue;
     const touched = this.touched;
