@@ -98,9 +98,12 @@ describe('pushrelay/client', () => {
     const log = record(relay);
     const room: unknown[] = [];
     const mine: unknown[] = [];
-    relay.subscribe('room:1', (data) => room.push(data));
+    const sub = relay.subscribe('room:1', (data) => room.push(data));
     relay.on('dm', (data) => mine.push(data));
     await connected(relay, log);
+    // In the room before the first publish: a message published before the
+    // subscribe is answered is history the fresh subscriber does not ask for.
+    await sub.ready;
     await publish({ event: 'm', data: 1, channels: ['room:1'] });
     await waitFor(() => room.length === 1);
 
