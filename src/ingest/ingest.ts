@@ -160,19 +160,9 @@ export class Ingest {
     const started = performance.now();
     try {
       const plan = this.plan(body, options);
-      const publication: Publication = {
-        id: randomUUID(),
-        event: body.event,
-        data: plan.data,
-        ts: Date.now(),
-        except: plan.except.length > 0 ? plan.except : undefined,
-        exceptSockets: plan.exceptSockets.length > 0 ? plan.exceptSockets : undefined,
-      };
-      const { users, channels } = plan;
-      const targets =
-        channels.length === 0 && users.length === 1
-          ? [userChannel(users[0]!)]
-          : [...users.map(userChannel), ...channels];
+      const publication = publicationOf(plan);
+      const { users } = plan;
+      const targets = targetsOf(plan);
       const value = body.data === undefined ? null : body.data;
       const positions = broker.publishNow(publication, targets, false, undefined, value);
       // Counted after the fan-out, as publish() does. The targets are exactly
@@ -296,18 +286,7 @@ export class Ingest {
         metrics.publishes.inc({ source, outcome: 'duplicate' });
         return [];
       }
-      const publication: Publication = {
-        id: plan.body.id ?? randomUUID(),
-        event: plan.body.event,
-        data: plan.data,
-        ts: Date.now(),
-        except: plan.except.length > 0 ? plan.except : undefined,
-        exceptSockets: plan.exceptSockets.length > 0 ? plan.exceptSockets : undefined,
-      };
-      const targets = plan.broadcast
-        ? [BROADCAST_CHANNEL]
-        : [...plan.users.map(userChannel), ...plan.channels];
-      return [{ index, plan, publication, targets }];
+      return [{ index, plan, publication: publicationOf(plan), targets: targetsOf(plan) }];
     });
     if (fresh.length === 0) return out as PublishResult[];
 
@@ -386,6 +365,26 @@ export class Ingest {
     const total = nodes?.reduce((n, node) => n + node.sockets, 0) ?? 0;
     return tally(plans, count, total);
   }
+}
+
+/** The publication a validated publish writes: its id, or a new one. */
+function publicationOf(plan: Plan): Publication {
+  return {
+    id: plan.body.id ?? randomUUID(),
+    event: plan.body.event,
+    data: plan.data,
+    ts: Date.now(),
+    except: plan.except.length > 0 ? plan.except : undefined,
+    exceptSockets: plan.exceptSockets.length > 0 ? plan.exceptSockets : undefined,
+  };
+}
+
+/** The channels a publish goes to: its users' own channels, then its channels (the usual one user without spreads). */
+function targetsOf(plan: Plan): string[] {
+  if (plan.broadcast) return [BROADCAST_CHANNEL];
+  const { users, channels } = plan;
+  if (channels.length === 0 && users.length === 1) return [userChannel(users[0]!)];
+  return [...users.map(userChannel), ...channels];
 }
 
 /**
