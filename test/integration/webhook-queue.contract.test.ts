@@ -6,6 +6,7 @@ import {
   type Presence,
   presenceChannels,
 } from '../../src/presence/index.js';
+import type { PresenceWebhooks } from '../../src/presence/redis.js';
 import { createRedis, isReady, type Redis } from '../../src/redis/client.js';
 import { type RedisNames, redisNames } from '../../src/redis/keys.js';
 import { EventIds } from '../../src/webhooks/events.js';
@@ -259,6 +260,33 @@ function redisDriver(kind: string, connect: () => Promise<Redis>) {
 }
 
 /** The presence script queues every transition's events in the same step, on one Redis and on a Cluster. */
+/** A node's Redis presence with no sockets of its own, queueing its transitions' webhook events through `hook`. */
+function hookedPresence(
+  client: Redis,
+  names: RedisNames,
+  hook: PresenceWebhooks,
+  isPresenceChannel: (channel: string) => boolean,
+): Presence {
+  const local: LocalMembership = {
+    stats: () => ({ sockets: 0, users: 0 }),
+    sockets: () => 0,
+    has: () => false,
+    entries: () => [],
+  };
+  return createPresence({
+    kind: 'redis',
+    nodeId: 'n1',
+    local,
+    redis: client,
+    names,
+    ttlSeconds: 3,
+    log,
+    isPresenceChannel,
+    maxInfoBytes: 1000,
+    webhooks: hook,
+  });
+}
+
 function presenceQueues(kind: string, connect: () => Promise<Redis>, clients: Redis[]) {
   it(`${kind}: presence transitions are queued by the presence script, once, with their fields`, async () => {
     const client = await connect();
@@ -280,24 +308,12 @@ function presenceQueues(kind: string, connect: () => Promise<Redis>, clients: Re
       () => {},
     );
     const ids = new EventIds();
-    const local: LocalMembership = {
-      stats: () => ({ sockets: 0, users: 0 }),
-      sockets: () => 0,
-      has: () => false,
-      entries: () => [],
-    };
-    const p: Presence = createPresence({
-      kind: 'redis',
-      nodeId: 'n1',
-      local,
-      redis: client,
+    const p = hookedPresence(
+      client,
       names,
-      ttlSeconds: 3,
-      log,
-      isPresenceChannel: presenceChannels((c) => c.startsWith('room:')),
-      maxInfoBytes: 1000,
-      webhooks: hook,
-    });
+      hook,
+      presenceChannels((c) => c.startsWith('room:')),
+    );
     if (!queue.atomicDue)
       p.onEvent((e) => void queue.markDue([E], 'channel' in e ? e.channel : `user:${e.user}`));
     await p.join('user:ann', 's1', { user: 'ann', info: '{"name":"Ann"}' });
@@ -347,24 +363,7 @@ function presenceQueues(kind: string, connect: () => Promise<Redis>, clients: Re
       () => ids.next(),
       (type, key, receiver) => refused.push(`${type} ${key} ${receiver}`),
     );
-    const local: LocalMembership = {
-      stats: () => ({ sockets: 0, users: 0 }),
-      sockets: () => 0,
-      has: () => false,
-      entries: () => [],
-    };
-    const p: Presence = createPresence({
-      kind: 'redis',
-      nodeId: 'n1',
-      local,
-      redis: client,
-      names,
-      ttlSeconds: 3,
-      log,
-      isPresenceChannel: () => false,
-      maxInfoBytes: 1000,
-      webhooks: hook,
-    });
+    const p = hookedPresence(client, names, hook, () => false);
     const keys = new Set<string>();
     p.onEvent((e) => {
       const key = 'channel' in e ? e.channel : `user:${e.user}`;
