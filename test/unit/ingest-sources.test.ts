@@ -97,7 +97,7 @@ describe('raw pub/sub ownership around a membership change', () => {
     };
   }
 
-  it('never lets two nodes handle one message without both claiming it, whatever their clock skew and round trips', async () => {
+  it('has one node handle each message, or two that both claim it, whatever their clock skew and round trips', async () => {
     let seed = 7;
     const random = () => {
       seed = (seed * 1103515245 + 12345) % 2 ** 31;
@@ -117,6 +117,7 @@ describe('raw pub/sub ownership around a membership change', () => {
     ];
     let violations = 0;
     let both = 0;
+    let lost = 0;
     for (let trial = 0; trial < 20; trial++) {
       const clocks = [{ t: 0 }, { t: 0 }, { t: 0 }];
       const nodes = ['a', 'b', 'c'].map((id, i) => node(id, (random() - 0.5) * 10_000, clocks[i]!));
@@ -129,21 +130,30 @@ describe('raw pub/sub ownership around a membership change', () => {
           await n.read(sent, sent + random() * rtt, sent + rtt, list(T + 60_000));
         }
       }
+      // Then a heartbeat a second each, at each node's own phase, while messages come in.
+      const nextRead = nodes.map(() => T - 3000 + random() * 1000);
       for (let t = T - 3000; t < T + 5000; t += 7) {
+        for (const [i, n] of nodes.entries()) {
+          if (t < nextRead[i]!) continue;
+          const rtt = 1 + random() * 5;
+          await n.read(t, t + random() * rtt, t + rtt, list(T + 60_000));
+          nextRead[i]! += 1000;
+        }
         const hash = Math.floor(random() * 2 ** 32);
-        // Each node decides when the message reaches it: within 300 ms of each other.
+        // Each node decides when the message reaches it: within 650 ms of each other (a busy event loop).
         const verdicts = nodes.map((n, i) => {
-          clocks[i]!.t = t + random() * 300;
+          clocks[i]!.t = t + random() * 650;
           return n.m.decide(hash);
         });
         const handlers = verdicts.filter((v) => v === 'mine' || v === 'claim');
+        if (handlers.length === 0) lost++;
         if (handlers.length > 1) {
           both++;
           if (handlers.some((v) => v === 'mine')) violations++;
         }
       }
     }
-    expect(violations).toBe(0);
+    expect({ violations, lost }).toEqual({ violations: 0, lost: 0 });
     expect(both).toBeGreaterThan(0); // the windows were really exercised
   });
 });

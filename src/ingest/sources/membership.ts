@@ -48,6 +48,16 @@ export const CLAIM_BEFORE_MS = 1000;
 /** ...to this long after it, and this long after a member disappears. */
 export const CLAIM_AFTER_MS = 3000;
 /**
+ * From this long before a member's activation to HANDOVER_AFTER_MS after it,
+ * both the member and the node that owned a message without it claim it: a
+ * node that receives a message later than another (a busy event loop) may
+ * see it on the other side of the switch. Their sum is the lag between two
+ * nodes that loses nothing; CLAIM_BEFORE_MS minus HANDOVER_BEFORE_MS is the
+ * lag that handles nothing twice (the old owner stops claiming there).
+ */
+export const HANDOVER_BEFORE_MS = 300;
+export const HANDOVER_AFTER_MS = 700;
+/**
  * A node leaving on purpose keeps handling (with claims) this long after
  * leaving the set; it tells the others on a channel, and they read the set
  * again at once (or at their next heartbeat if that message is lost).
@@ -129,6 +139,8 @@ export class IngestMembership {
   /** Local ms until which a leaving node still handles its share, with claims. */
   private leavingUntil: number | undefined;
   private joined = false;
+  /** Whether the last decide() fell in a claim window (a membership change is near). */
+  claiming = false;
   private readonly cmd: Redis & MembersCommand;
 
   constructor(
@@ -191,30 +203,45 @@ export class IngestMembership {
   /** Who handles a message whose hash is `hash`. */
   decide(hash: number): Verdict {
     const local = this.now();
+    this.claiming = false;
     if (local - this.readAt > FRESH_MS) return 'inactive';
     if (this.leavingUntil !== undefined && local >= this.leavingUntil) return 'inactive';
     const s = local + this.offset;
     // Claim windows widen by how far this node's Redis clock may be off, so
     // two nodes' windows around one change always overlap the same messages.
-    const before = CLAIM_BEFORE_MS + this.uncertainty;
-    const after = CLAIM_AFTER_MS + this.uncertainty;
+    const u = this.uncertainty;
+    const before = CLAIM_BEFORE_MS + u;
+    const after = CLAIM_AFTER_MS + u;
     let claim = s < this.claimUntil || this.leavingUntil !== undefined;
     const active: Member[] = [];
+    const switching: Member[] = [];
     for (const m of this.members) {
       if (m.expiry <= s) {
         if (s - m.expiry < after) claim = true;
         continue;
       }
-      if (m.activeFrom > s) {
-        if (m.activeFrom - s < before) claim = true;
-        continue;
-      }
-      if (s - m.activeFrom < after) claim = true;
-      active.push(m);
+      const since = s - m.activeFrom;
+      if (since < -before) continue;
+      if (since < after) claim = true;
+      if (since > -HANDOVER_BEFORE_MS - u && since < HANDOVER_AFTER_MS + u) switching.push(m);
+      else if (since >= 0) active.push(m);
     }
+    this.claiming = claim;
     const owner = rendezvous(hash, active);
-    if (owner === undefined || !active.some((m) => m.id === this.nodeId)) return 'inactive';
-    if (owner.id !== this.nodeId) return 'other';
+    const self = this.nodeId;
+    // Close to an activation, the nodes receive a message at different times
+    // and may disagree on the side of the switch it fell: both the owner
+    // without the member and the member (if it would own it) claim it, so one
+    // of them handles it, once.
+    if (switching.length > 0) {
+      for (const m of switching) {
+        if (m.id === self && rendezvous(hash, owner === undefined ? [m] : [owner, m]) === m) return 'claim';
+      }
+      if (owner?.id === self) return 'claim';
+      return switching.some((m) => m.id === self) || active.some((m) => m.id === self) ? 'other' : 'inactive';
+    }
+    if (owner === undefined || !active.some((m) => m.id === self)) return 'inactive';
+    if (owner.id !== self) return 'other';
     return claim ? 'claim' : 'mine';
   }
 

@@ -228,6 +228,8 @@ export class PubSubIngest {
       bound.route.ownBy === 'channel' ? crc32(channel) : crc32(payload, crc32(channel)),
     );
     if (verdict === 'other') {
+      // Counted all the same, so every node numbers identical messages alike around a change.
+      if (this.membership.claiming) this.claimKey(channel, payload);
       bound.counters.not_owner.inc();
       return;
     }
