@@ -20,6 +20,8 @@ interface EngineConn {
   readonly request: IncomingMessage;
   on(event: 'close', listener: (this: EngineConn) => void): unknown;
   off(event: 'close', listener: (this: EngineConn) => void): unknown;
+  rawListeners(event: 'close'): readonly unknown[];
+  removeAllListeners(event: 'close'): unknown;
   close(): void;
 }
 
@@ -126,6 +128,7 @@ export class Admission {
       return 'rate_limited';
     }
     this.settle(socket.conn);
+    compactCloseListeners(socket.conn);
     return undefined;
   }
 
@@ -179,6 +182,21 @@ export class Admission {
     if (left <= 0) this.pending.delete(address);
     else this.pending.set(address, left);
   }
+}
+
+/**
+ * Admission's close listener was the connection's third, which made Node
+ * grow the listener array to 19 slots, a capacity it keeps after the
+ * listener is removed (~140 bytes for the connection's life). Once settled,
+ * the listeners left are added again, in order, into an array of their own
+ * size. Only between turns, never from a `close` being emitted; `once`
+ * listeners are re-added as the wrappers they are, so they still run once.
+ */
+function compactCloseListeners(conn: EngineConn): void {
+  const listeners = conn.rawListeners('close');
+  if (listeners.length < 2) return;
+  conn.removeAllListeners('close');
+  for (const listener of listeners) conn.on('close', listener as (this: EngineConn) => void);
 }
 
 /**
