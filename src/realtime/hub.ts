@@ -33,11 +33,14 @@ interface ChannelState {
   lastId: string | undefined;
   /** Publish time (ms) of the channel's newest message this node knows of; 0: none. */
   lastTs: number;
-  /** Resolves once the node is subscribed and knows the channel's position. */
-  ready: Promise<void>;
-  isReady: boolean;
-  /** Live deliveries held back while the position is unknown or a gap is being filled. */
-  pending: Delivery[];
+  /**
+   * Resolves once the node is subscribed and knows the channel's position;
+   * undefined from then on (a node holds a state per user with a socket here,
+   * so a set-up channel keeps no promise and no flag of its own).
+   */
+  ready: Promise<void> | undefined;
+  /** Live deliveries held back while the position is unknown or a gap is being filled; undefined while none are. */
+  pending: Delivery[] | undefined;
   /** The gap fill in progress, if any. */
   filling: Promise<void> | undefined;
   /** Recoveries reading history right now; live deliveries wait in `pending` meanwhile. */
@@ -50,9 +53,6 @@ interface ChannelState {
   attaching: number;
   linger: NodeJS.Timeout | undefined;
 }
-
-/** The `ready` of every channel that is set up. */
-const SET_UP: Promise<void> = Promise.resolve();
 
 /** Entries read per history request while filling a gap. */
 const FILL_BATCH = 1000;
@@ -246,7 +246,7 @@ export class Hub {
     // it. (Deliveries arriving while the read is in flight are newer than the
     // read and prove nothing.)
     const seen = [...this.channels.values()]
-      .filter((s) => s.isReady)
+      .filter((s) => s.ready === undefined)
       .map((state) => ({ state, epoch: state.epoch, delivered: state.delivered, lastId: state.lastId }));
     if (seen.length === 0) return;
     let positions: Awaited<ReturnType<Broker['positions']>>;
@@ -319,28 +319,26 @@ export class Hub {
       delivered: 0,
       lastId: undefined,
       lastTs: 0,
-      ready: SET_UP,
-      isReady: false,
-      pending: [],
+      ready: undefined,
+      pending: undefined,
       filling: undefined,
       holds: 0,
       attaching: 1,
       linger: undefined,
     };
-    state.ready = (async () => {
+    // Assigned before anything reads it: the set-up awaits before it can finish.
+    const ready = (async () => {
       await this.broker.subscribe(channel);
       const [position] = await this.broker.positions([channel]);
       state.epoch = position!.epoch;
       state.delivered = position!.offset;
       state.lastTs = position!.lastTs;
-      state.isReady = true;
-      // A node holds a state per user with a socket here: once set up, the
-      // channel keeps the shared settled promise rather than its own.
-      state.ready = SET_UP;
+      state.ready = undefined;
       this.drain(state);
     })();
+    state.ready = ready;
     // A channel that could not be set up is forgotten, so the next attach tries afresh.
-    state.ready.catch(() => {
+    ready.catch(() => {
       if (this.channels.get(channel) === state) this.channels.delete(channel);
       void this.broker.unsubscribe(channel).catch(() => {});
     });
@@ -375,7 +373,8 @@ export class Hub {
     const state = this.channels.get(d.channel);
     if (state === undefined) return;
     this.metrics.ingestLag.observe(Math.max(0, Date.now() - d.message.ts) / 1000);
-    if (!state.isReady || state.filling || state.holds > 0) {
+    if (state.ready !== undefined || state.filling || state.holds > 0) {
+      state.pending ??= [];
       state.pending.push(d);
       return;
     }
@@ -401,6 +400,7 @@ export class Hub {
       return;
     }
     if (d.offset > state.delivered + 1) {
+      state.pending ??= [];
       state.pending.unshift(d);
       void this.fill(state, d.offset - 1);
       return;
@@ -497,8 +497,10 @@ export class Hub {
 
   /** Processes deliveries held back, stopping if one of them starts a new gap fill. */
   private drain(state: ChannelState): void {
-    while (state.pending.length > 0 && state.isReady && !state.filling && state.holds === 0) {
-      this.process(state, state.pending.shift()!);
+    while (state.pending !== undefined && state.ready === undefined && !state.filling && state.holds === 0) {
+      const d = state.pending.shift()!;
+      if (state.pending.length === 0) state.pending = undefined;
+      this.process(state, d);
     }
   }
 
@@ -516,7 +518,7 @@ export class Hub {
     state.epoch = epoch;
     state.delivered = 0;
     state.lastId = undefined;
-    state.pending = state.pending.filter((d) => d.epoch === epoch);
+    state.pending = nonEmpty(state.pending?.filter((d) => d.epoch === epoch));
   }
 
   /**
@@ -530,7 +532,7 @@ export class Hub {
     state.epoch = epoch;
     state.delivered = offset;
     state.lastId = undefined;
-    state.pending = state.pending.filter((d) => d.epoch !== epoch || d.offset > offset);
+    state.pending = nonEmpty(state.pending?.filter((d) => d.epoch !== epoch || d.offset > offset));
     for (const id of this.io.of('/').adapter.rooms.get(state.name) ?? []) {
       const socket = this.io.of('/').sockets.get(id);
       if (socket) disconnect(socket, 'resync');
@@ -538,7 +540,7 @@ export class Hub {
   }
 
   private async setUp(state: ChannelState): Promise<void> {
-    if (state.isReady || !Number.isFinite(this.setupTimeoutMs)) return state.ready;
+    if (state.ready === undefined || !Number.isFinite(this.setupTimeoutMs)) return state.ready;
     let timer: NodeJS.Timeout | undefined;
     try {
       await Promise.race([
@@ -614,6 +616,10 @@ export class Hub {
 /** Who a socket is in a channel's presence: its token's user and `user_info`, unless a front end said otherwise. */
 export function memberOf(socket: RelaySocket, channel: string): Member {
   return socket.data.presenceAs?.get(channel) ?? { user: socket.data.user, info: socket.data.userInfo };
+}
+
+function nonEmpty<T>(list: T[] | undefined): T[] | undefined {
+  return list === undefined || list.length === 0 ? undefined : list;
 }
 
 function meta(channel: string, offset: number, epoch: string, message: Message): Meta {
