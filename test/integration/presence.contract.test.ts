@@ -99,6 +99,29 @@ function contract(name: string, make: (nodeId: string, local: LocalMembership) =
       await p.close();
     });
 
+    it('keeps a user’s own channel without user_info through its sockets coming and going', async () => {
+      const m = membership();
+      const { presence: p } = make('n1', m.local);
+      const r = record(p);
+      await m.join(p, 'user:carl', 's1', 'carl');
+      await p.join('user:carl', 's1', { user: 'carl' }); // again: counted once
+      await p.leave('user:carl', 's9'); // never joined: leaves nothing
+      expect(await p.count(['user:carl'])).toEqual([1]);
+      await m.join(p, 'user:carl', 's2', 'carl');
+      expect(await p.count(['user:carl'])).toEqual([2]);
+      expect(r.brief()).toEqual(['user.online carl']);
+      await m.leave(p, 'user:carl', 's1');
+      await p.leave('user:carl', 's1'); // again: nothing more
+      expect(await p.count(['user:carl'])).toEqual([1]);
+      expect(r.brief()).toEqual(['user.online carl']);
+      await m.leave(p, 'user:carl', 's2');
+      expect(await p.count(['user:carl'])).toEqual([0]);
+      expect(r.brief()).toEqual(['user.online carl', 'user.offline carl']);
+      await m.join(p, 'user:carl', 's3', 'carl');
+      expect(r.brief()).toEqual(['user.online carl', 'user.offline carl', 'user.online carl']);
+      await p.close();
+    });
+
     it('produces one transition per user, not per socket, and the channel’s own', async () => {
       const m = membership();
       const { presence: p } = make('n1', m.local);
