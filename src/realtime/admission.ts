@@ -148,7 +148,11 @@ export class Admission {
   private countEcho(socket: RelaySocket): boolean {
     const cap = this.config.echoMaxPerAddress;
     if (cap === 0) return true;
-    const address = this.address(socket.request);
+    // A connection's token socket lets go of its request once connected (see
+    // releaseRequest); Socket.IO refuses a CONNECT after that, but should one
+    // come through, its handshake still has the peer's address.
+    const request = socket.request as IncomingMessage | null;
+    const address = request === null ? socket.handshake.address : this.address(request);
     const held = this.echoes.get(address) ?? 0;
     if (held >= cap) return false;
     this.echoes.set(address, held + 1);

@@ -1,4 +1,4 @@
-import type { Server as HttpServer, IncomingMessage } from 'node:http';
+import { type Server as HttpServer, type IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
 import { Server } from 'socket.io';
 import { WebSocketServer } from 'ws';
@@ -30,7 +30,7 @@ export function createSocketServer(
   metrics?: Metrics,
 ): RelayServer {
   const anyOrigin = config.corsOrigins.length === 0 || config.corsOrigins.includes('*');
-  return new Server(httpServer, {
+  const io: RelayServer = new Server(httpServer, {
     path: '/socket.io',
     // Serves socket.io-client's browser bundle at /socket.io/socket.io.min.js, so a page needs no CDN.
     serveClient: true,
@@ -54,6 +54,37 @@ export function createSocketServer(
       callback(ERRORS[refused].message, false);
     },
   });
+  // Registered after engine.io's own CORS middleware, so it runs last.
+  io.engine.use(releaseUpgradeRequest);
+  return io;
+}
+
+/**
+ * A WebSocket upgrade's response stand-in (engine.io's WebSocketResponse,
+ * what its middlewares get as `res`) keeps the IncomingMessage for the
+ * connection's life through a close listener on the TCP socket, though only
+ * middlewares read it. Once they all ran (and with them the upgrade, which
+ * completes in the same turn), it lets go, so a native socket's request can
+ * be freed (see `releaseRequest`). A polling request's real response is left alone.
+ */
+function releaseUpgradeRequest(_req: IncomingMessage, res: unknown, next: (err?: unknown) => void): void {
+  next();
+  if (!(res instanceof ServerResponse)) (res as { req: IncomingMessage | null }).req = null;
+}
+
+/**
+ * A native socket's IncomingMessage is read for its handshake (built when the
+ * socket is made) and by admission (the client's address, when its engine
+ * connection opened), never after: the engine connection lets go of it (as
+ * Socket.IO's memory guide suggests), which frees it with its
+ * dictionary-mode properties, ~2.5 KB per idle connection. Echo sockets keep
+ * theirs (cookies for the app's auth endpoint, their address for the
+ * per-address cap). Socket.IO closes a connection that sends another
+ * CONNECT '/' once one is connected, and the relay serves no other namespace,
+ * so no later socket is made from it.
+ */
+function releaseRequest(socket: RelaySocket): void {
+  (socket.conn as unknown as { request: IncomingMessage | null }).request = null;
 }
 
 /** The Origin check that stops cross-site WebSocket hijacking: browsers always send Origin, other clients may not. */
@@ -212,6 +243,7 @@ export function attachRealtime(io: RelayServer, deps: RealtimeDeps): void {
     }
     if (deps.echo) socket.join(NATIVE_ROOM);
     (socket as unknown as { _anyListeners: typeof anyListeners })._anyListeners = anyListeners;
+    releaseRequest(socket);
     armExpiry(socket);
     void joinOwnChannels(socket, deps);
   });

@@ -145,6 +145,30 @@ describe('Laravel Echo sockets per client address', () => {
     await waitFor(() => sockets() === 0, { what: 'the last socket gone' });
     expect((await scrape(node.url)).value('pushrelay_echo_addresses')).toBe(0);
   }, 30_000);
+  it('counts a tokenless CONNECT sent along with a token one on the same connection (whose socket lets go of the request)', async () => {
+    const sockets = () => node.relay.io.of('/').sockets.size;
+    await waitFor(() => sockets() === 0, { what: 'every socket gone' });
+    const ws = new WebSocket(`ws://127.0.0.1:${node.port}/socket.io/?EIO=4&transport=websocket`);
+    const frames: string[] = [];
+    ws.on('message', (data) => {
+      const frame = String(data);
+      if (frame === '2') ws.send('3');
+      else frames.push(frame);
+    });
+    await waitFor(() => frames[0]?.startsWith('0') === true, { what: 'the engine.io open packet' });
+    // Socket.IO takes a second CONNECT '/' only while the first is still in its middlewares.
+    ws.send(`40${JSON.stringify({ token: await token('dora') })}`);
+    ws.send('40{}');
+    await waitFor(() => frames.filter((f) => f.startsWith('40')).length === 2, {
+      what: 'both CONNECTs answered',
+    });
+    expect(frames.some((f) => f.startsWith('42["pushrelay:connected"'))).toBe(true);
+    expect(sockets()).toBe(2);
+    expect((await scrape(node.url)).value('pushrelay_echo_addresses')).toBe(1);
+    ws.close();
+    await waitFor(() => sockets() === 0, { what: 'both sockets gone' });
+    expect((await scrape(node.url)).value('pushrelay_echo_addresses')).toBe(0);
+  }, 30_000);
 });
 
 describe('Laravel Echo sockets per client address behind a proxy', () => {

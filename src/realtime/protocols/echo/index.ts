@@ -222,7 +222,8 @@ export class EchoFrontEnd {
         url,
         channel,
         socketId: socket.id,
-        cookie: socket.request.headers.cookie,
+        // The handshake's headers are the request's (a native connection's request is let go of).
+        cookie: socket.handshake.headers.cookie,
         auth: isObject(request) ? request.auth : undefined,
         timeoutMs: config.echoAuthTimeout * 1000,
       });
