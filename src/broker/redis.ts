@@ -150,12 +150,23 @@ interface RelayCommands {
 
 type ScriptedRedis = Redis & RelayCommands;
 
+/** A publication with its encoding: what one script call carries. */
+type Encoded = PublishItem & { readonly payload: string };
+
 /** A caller of publishManyCounted waiting for this turn's script call. */
 interface QueuedCall {
+  readonly one: false;
   readonly items: readonly PublishItem[];
   /** Its items that have channels, with their publications encoded: what the script call carries. */
-  readonly encoded: readonly (PublishItem & { payload: string })[];
+  readonly encoded: readonly Encoded[];
   resolve(result: { positions: Position[][]; counts: string[][][] }): void;
+  reject(err: unknown): void;
+}
+
+/** A caller of publishCounted: its one publication is also what the script call carries. */
+interface QueuedOne extends Encoded {
+  readonly one: true;
+  resolve(result: { positions: Position[]; counts: string[][] }): void;
   reject(err: unknown): void;
 }
 
@@ -178,7 +189,7 @@ export class RedisBroker implements Broker {
   /** Redis Cluster: sharded pub/sub, and one script call per slot. */
   private readonly sharded: boolean;
   /** Counted publishes waiting for this turn's script call. */
-  private queued: QueuedCall[] = [];
+  private queued: (QueuedCall | QueuedOne)[] = [];
   private queuedChannels = 0;
   private flushing = false;
 
@@ -294,7 +305,7 @@ export class RedisBroker implements Broker {
   ): Promise<{ positions: Position[][]; counts: string[][][] } | undefined> {
     if (this.sharded || this.durability.replicas > 0) return Promise.resolve(undefined);
     let channels = 0;
-    const encoded: (PublishItem & { payload: string })[] = [];
+    const encoded: Encoded[] = [];
     for (const i of items) {
       if (i.channels.length === 0) continue;
       channels += i.channels.length;
@@ -303,14 +314,38 @@ export class RedisBroker implements Broker {
     if (channels === 0)
       return Promise.resolve({ positions: items.map(() => []), counts: items.map(() => []) });
     return new Promise((resolve, reject) => {
-      this.queued.push({ items, encoded, resolve, reject });
-      this.queuedChannels += channels;
-      if (this.queuedChannels >= MAX_CALL_CHANNELS) this.flush();
-      else if (!this.flushing) {
-        this.flushing = true;
-        setImmediate(() => this.flush());
-      }
+      this.enqueue({ one: false, items, encoded, resolve, reject }, channels);
     });
+  }
+
+  /**
+   * publishManyCounted for one publication without an idempotency id, the
+   * usual publish: the same turn's script call, with one queue entry that is
+   * also the item the call carries, and no nesting per item in the answer.
+   */
+  publishCounted(
+    publication: Publication,
+    channels: readonly string[],
+  ): Promise<{ positions: Position[]; counts: string[][] }> | undefined {
+    if (this.sharded || this.durability.replicas > 0) return undefined;
+    if (channels.length === 0) return Promise.resolve({ positions: [], counts: [] });
+    const payload = encodePublication(publication);
+    return new Promise((resolve, reject) => {
+      this.enqueue(
+        { one: true, publication, channels, idempotent: false, key: undefined, payload, resolve, reject },
+        channels.length,
+      );
+    });
+  }
+
+  private enqueue(call: QueuedCall | QueuedOne, channels: number): void {
+    this.queued.push(call);
+    this.queuedChannels += channels;
+    if (this.queuedChannels >= MAX_CALL_CHANNELS) this.flush();
+    else if (!this.flushing) {
+      this.flushing = true;
+      setImmediate(() => this.flush());
+    }
   }
 
   /** Publishes queued this turn, written by one script call; each caller gets its share of the reply. */
@@ -320,13 +355,27 @@ export class RedisBroker implements Broker {
     if (calls.length === 0) return;
     this.queued = [];
     this.queuedChannels = 0;
-    const all = calls.length === 1 ? calls[0]!.encoded : calls.flatMap((c) => c.encoded);
+    const all: Encoded[] = [];
+    for (const c of calls) {
+      if (c.one) all.push(c);
+      else for (const e of c.encoded) all.push(e);
+    }
     this.run(() => this.cmd.relayPublish(...this.scriptArgs('publish', all, true))).then(
       (reply) => {
         // Per channel, in the order queued: "<offset>:<epoch>", then its counts hash.
         const flat = reply as unknown as (string | string[])[];
         let next = 0;
         for (const c of calls) {
+          if (c.one) {
+            const positions: Position[] = [];
+            const counts: string[][] = [];
+            for (let j = 0; j < c.channels.length; j++) {
+              positions.push(parsePosition(flat[next++] as string));
+              counts.push(flat[next++] as string[]);
+            }
+            c.resolve({ positions, counts });
+            continue;
+          }
           const positions: Position[][] = [];
           const counts: string[][][] = [];
           for (const i of c.items) {
@@ -350,7 +399,7 @@ export class RedisBroker implements Broker {
 
   private scriptArgs(
     fanout: 'publish' | 'spublish' | 'none',
-    items: readonly (PublishItem & { payload: string })[],
+    items: readonly Encoded[],
     counting = false,
   ): [number, ...(string | number)[]] {
     const keys: string[] = [];

@@ -91,6 +91,16 @@ export interface Broker {
   publishManyCounted?(
     items: readonly PublishItem[],
   ): Promise<{ positions: Position[][]; counts: (readonly string[])[][] } | undefined>;
+  /**
+   * publishManyCounted for one publication without an idempotency id, the
+   * usual publish: its positions and counts per channel without the batch's
+   * nesting. Undefined, having done nothing, where publishManyCounted would
+   * answer undefined.
+   */
+  publishCounted?(
+    publication: Publication,
+    channels: readonly string[],
+  ): Promise<{ positions: Position[]; counts: (readonly string[])[] }> | undefined;
   /** Starts receiving deliveries for a channel on this node; resolves once none can be missed. */
   subscribe(channel: string): Promise<void>;
   unsubscribe(channel: string): Promise<void>;

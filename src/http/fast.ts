@@ -104,8 +104,9 @@ function readBody(req: IncomingMessage, length: number, done: (body: Buffer) => 
 
 /**
  * Answers in the request's own turn when nothing waits (standalone, the
- * limiter holding quota, no idempotency id): no promise per request. Anything
- * that would wait continues in `finish`, with the same checks and answers.
+ * limiter holding quota, no idempotency id): no promise per request. In a
+ * cluster the same publish waits only on its script call's promise. Anything
+ * else that would wait continues in `finish`, with the same checks and answers.
  */
 function handle(
   route: 'publish' | 'batch',
@@ -133,6 +134,16 @@ function handle(
       const result = deps.ingest.publishNow(value as PublishBody, 'http', { scope });
       if (result !== undefined) {
         send(res, 200, resultJson(result), limited, deps.rateLimit?.max);
+        return;
+      }
+      // In a cluster: one promise, the script call's, instead of finish()'s and publish()'s.
+      const counted = deps.ingest.publishCounted(value as PublishBody, 'http', { scope });
+      if (counted !== undefined) {
+        const l = limited;
+        counted.then(
+          (r) => send(res, 200, resultJson(r), l, deps.rateLimit?.max),
+          (err: unknown) => fail(res, err, l, deps),
+        );
         return;
       }
     }

@@ -119,6 +119,9 @@ export class Ingest {
     source: PublishSource,
     options: PublishOptions = {},
   ): Promise<PublishResult> {
+    // The cluster's usual publish, in one step; it counts its own outcomes.
+    const counted = this.publishCounted(body, source, options);
+    if (counted !== undefined) return counted;
     const started = performance.now();
     try {
       const [result] = await this.executeMany([this.plan(body, options)], source);
@@ -190,6 +193,81 @@ export class Ingest {
       metrics.publishes.inc({ source, outcome: isRelayError(err) ? err.code : 'internal' });
       throw err;
     }
+  }
+
+  /**
+   * publish() in a cluster, for the publishes publishNow() takes standalone
+   * (no idempotency `id`, not a broadcast, no audience): the write and the
+   * count in the broker's one step, answered through that step's promise
+   * without executeMany's batch bookkeeping (arrays per item, a Set and a Map
+   * of channels, closures). Undefined, having done nothing, where the broker
+   * or presence cannot do that step. Same checks, writes, answer, metrics and
+   * offline fallback as publish(); a RelayError from the checks is thrown, as
+   * publishNow() does, and outcomes are counted here.
+   */
+  publishCounted(
+    body: PublishBody,
+    source: PublishSource,
+    options: PublishOptions = {},
+  ): Promise<PublishResult> | undefined {
+    const { broker, presence, metrics } = this.deps;
+    if (
+      broker.publishCounted === undefined ||
+      presence.countFrom === undefined ||
+      body.id !== undefined ||
+      body.broadcast === true ||
+      options.audience !== undefined
+    ) {
+      return undefined;
+    }
+    const started = performance.now();
+    let plan: Plan;
+    try {
+      plan = this.plan(body, options);
+    } catch (err) {
+      metrics.publishes.inc({ source, outcome: isRelayError(err) ? err.code : 'internal' });
+      throw err;
+    }
+    const publication = publicationOf(plan);
+    const targets = targetsOf(plan);
+    const written = broker.publishCounted(publication, targets);
+    if (written === undefined) return undefined;
+    const failed = (err: unknown): never => {
+      metrics.publishes.inc({ source, outcome: isRelayError(err) ? err.code : 'internal' });
+      throw err;
+    };
+    const done = (result: PublishResult): PublishResult => {
+      metrics.publishes.inc({ source, outcome: 'ok' });
+      if (result.offline.length > 0) this.deps.onOffline?.(result.offline, publication);
+      metrics.publishDuration.observe({ source }, (performance.now() - started) / 1000);
+      return result;
+    };
+    return written.then(({ positions, counts }) => {
+      const channels: Record<string, Position> = {};
+      for (let i = 0; i < targets.length; i++) setPosition(channels, targets[i]!, positions[i]!);
+      // The targets are exactly the channels publish() counts here (see publishNow).
+      const sockets = presence.countFrom?.(counts);
+      if (sockets === undefined) {
+        // A node this one does not know yet: only Redis can tell, as in publish().
+        return this.countOnline([plan]).then(
+          ([o]) => done({ id: publication.id, online: o!.online, offline: o!.offline, channels }),
+          failed,
+        );
+      }
+      const { users } = plan;
+      const offline: string[] = [];
+      let online = 0;
+      let total = 0;
+      for (let i = 0; i < targets.length; i++) {
+        const n = sockets[i] ?? 0;
+        total += n;
+        if (i < users.length) {
+          if (n > 0) online++;
+          else offline.push(users[i]!);
+        }
+      }
+      return done({ id: publication.id, online: { users: online, sockets: total }, offline, channels });
+    }, failed);
   }
 
   /**
