@@ -95,7 +95,8 @@ export interface Broker {
    * publishManyCounted for one publication without an idempotency id, the
    * usual publish: its positions and counts per channel without the batch's
    * nesting. Undefined, having done nothing, where publishManyCounted would
-   * answer undefined.
+   * answer undefined (the deployment's kind: it does not change over the
+   * broker's life, so a caller may stop asking).
    */
   publishCounted?(
     publication: Publication,

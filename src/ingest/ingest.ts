@@ -114,6 +114,9 @@ export interface IngestDeps {
 export class Ingest {
   constructor(private readonly deps: IngestDeps) {}
 
+  /** The broker answered that it cannot write and count one publish in one step here. */
+  private countedUnavailable = false;
+
   async publish(
     body: PublishBody,
     source: PublishSource,
@@ -213,6 +216,7 @@ export class Ingest {
     const { broker, presence, metrics } = this.deps;
     if (
       broker.publishCounted === undefined ||
+      this.countedUnavailable ||
       presence.countFrom === undefined ||
       body.id !== undefined ||
       body.broadcast === true ||
@@ -231,7 +235,11 @@ export class Ingest {
     const publication = publicationOf(plan);
     const targets = targetsOf(plan);
     const written = broker.publishCounted(publication, targets);
-    if (written === undefined) return undefined;
+    if (written === undefined) {
+      // The deployment cannot (Redis Cluster, waiting for replicas): not asked again.
+      this.countedUnavailable = true;
+      return undefined;
+    }
     const failed = (err: unknown): never => {
       metrics.publishes.inc({ source, outcome: isRelayError(err) ? err.code : 'internal' });
       throw err;
