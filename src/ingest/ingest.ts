@@ -174,24 +174,11 @@ export class Ingest {
       // Counted after the fan-out, as publish() does. The targets are exactly
       // the channels publish() counts here (no audience, no broadcast), each
       // once: users are unique, channels too and never in the user namespace.
-      const counts = presence.countNow(targets);
-      const offline: string[] = [];
-      let online = 0;
-      let sockets = 0;
-      const answered: Record<string, Position> = {};
-      for (let i = 0; i < targets.length; i++) {
-        const n = counts[i] ?? 0;
-        sockets += n;
-        if (i < users.length) {
-          if (n > 0) online++;
-          else offline.push(users[i]!);
-        }
-        setPosition(answered, targets[i]!, positions[i]!);
-      }
+      const { online, offline } = reachOf(users, targets, presence.countNow(targets));
       metrics.publishes.inc({ source, outcome: 'ok' });
       if (offline.length > 0) this.deps.onOffline?.(offline, publication);
       metrics.publishDuration.observe({ source }, (performance.now() - started) / 1000);
-      return { id: publication.id, online: { users: online, sockets }, offline, channels: answered };
+      return { id: publication.id, online, offline, channels: positionsByChannel(targets, positions) };
     } catch (err) {
       metrics.publishes.inc({ source, outcome: isRelayError(err) ? err.code : 'internal' });
       throw err;
@@ -251,8 +238,7 @@ export class Ingest {
       return result;
     };
     return written.then(({ positions, counts }) => {
-      const channels: Record<string, Position> = {};
-      for (let i = 0; i < targets.length; i++) setPosition(channels, targets[i]!, positions[i]!);
+      const channels = positionsByChannel(targets, positions);
       // The targets are exactly the channels publish() counts here (see publishNow).
       const sockets = presence.countFrom?.(counts);
       if (sockets === undefined) {
@@ -262,19 +248,7 @@ export class Ingest {
           failed,
         );
       }
-      const { users } = plan;
-      const offline: string[] = [];
-      let online = 0;
-      let total = 0;
-      for (let i = 0; i < targets.length; i++) {
-        const n = sockets[i] ?? 0;
-        total += n;
-        if (i < users.length) {
-          if (n > 0) online++;
-          else offline.push(users[i]!);
-        }
-      }
-      return done({ id: publication.id, online: { users: online, sockets: total }, offline, channels });
+      return done({ id: publication.id, ...reachOf(plan.users, targets, sockets), channels });
     }, failed);
   }
 
@@ -489,6 +463,39 @@ function setPosition(answer: Record<string, Position>, channel: string, position
       configurable: true,
     });
   } else answer[channel] = position;
+}
+
+/** A publish's positions by channel, for its answer. */
+function positionsByChannel(
+  targets: readonly string[],
+  positions: readonly Position[],
+): Record<string, Position> {
+  const channels: Record<string, Position> = {};
+  for (let i = 0; i < targets.length; i++) setPosition(channels, targets[i]!, positions[i]!);
+  return channels;
+}
+
+/**
+ * Who a single publish reached, from the socket counts of its targets
+ * (`targetsOf`: its users' own channels first, each once, then its channels).
+ */
+function reachOf(
+  users: readonly string[],
+  targets: readonly string[],
+  counts: readonly number[],
+): { online: PublishResult['online']; offline: string[] } {
+  const offline: string[] = [];
+  let online = 0;
+  let sockets = 0;
+  for (let i = 0; i < targets.length; i++) {
+    const n = counts[i] ?? 0;
+    sockets += n;
+    if (i < users.length) {
+      if (n > 0) online++;
+      else offline.push(users[i]!);
+    }
+  }
+  return { online: { users: online, sockets }, offline };
 }
 
 /** Who each publish reached, from socket counts per channel (and the cluster's total, for broadcasts). */
