@@ -323,7 +323,11 @@ describe('Laravel Echo across three nodes', () => {
         echo.join('chat.9').here((users) => log.push({ here: users }));
         echo.private('orders.1').listen('OrderShipped', (d) => log.push({ shipped: d }));
       }, b.url);
-      await waitFor(() => joined.length === 1, { what: 'Bob told that Alice joined from Chromium' });
+      // Chromium loads, connects over polling, upgrades and the app authorizes: seconds on a busy machine.
+      await waitFor(() => joined.length === 1, {
+        what: 'Bob told that Alice joined from Chromium',
+        timeoutMs: 30_000,
+      });
       expect(joined).toEqual(['Alice']);
       await has('private-orders.1', 1);
       await broadcast({
@@ -338,7 +342,7 @@ describe('Laravel Echo across three nodes', () => {
           )) as unknown[];
           return l.length === 2 ? l : undefined;
         },
-        { what: 'the page’s callbacks' },
+        { what: 'the page’s callbacks', timeoutMs: 30_000 },
       );
       expect(log).toContainEqual({ shipped: { id: 1, from: 'chromium test', socket: null } });
       const here = log.find((e) => (e as { here?: unknown }).here) as { here: { name: string }[] };
