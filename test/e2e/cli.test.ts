@@ -43,6 +43,18 @@ describe('pushrelay CLI', () => {
     await node?.stop();
   });
 
+  it('is built executable: `npx pushrelay` and a global install run dist/cli.js by its path', async () => {
+    // A fresh build writes new files without the execute bit; npm sets it only when it links the bin.
+    const { stdout } = await exec(CLI, ['--version'], { env: { PATH: process.env.PATH }, timeout: 20_000 });
+    expect(stdout.trim()).toBe(
+      (
+        JSON.parse(readFileSync(resolve(import.meta.dirname, '../../package.json'), 'utf8')) as {
+          version: string;
+        }
+      ).version,
+    );
+  });
+
   it('mints a token a client connects with, and publishes to it', async () => {
     const minted = await cli(
       ['token', 'alice', '--channels', 'order:*', '--ttl', '600', '--user-info', '{"name":"Alice"}'],
