@@ -367,26 +367,17 @@ export class RedisBroker implements Broker {
         let next = 0;
         for (const c of calls) {
           if (c.one) {
-            const positions: Position[] = [];
-            const counts: string[][] = [];
-            for (let j = 0; j < c.channels.length; j++) {
-              positions.push(parsePosition(flat[next++] as string));
-              counts.push(flat[next++] as string[]);
-            }
-            c.resolve({ positions, counts });
+            c.resolve(shareOf(flat, next, c.channels.length));
+            next += 2 * c.channels.length;
             continue;
           }
           const positions: Position[][] = [];
           const counts: string[][][] = [];
           for (const i of c.items) {
-            const p: Position[] = [];
-            const n: string[][] = [];
-            for (let j = 0; j < i.channels.length; j++) {
-              p.push(parsePosition(flat[next++] as string));
-              n.push(flat[next++] as string[]);
-            }
-            positions.push(p);
-            counts.push(n);
+            const share = shareOf(flat, next, i.channels.length);
+            next += 2 * i.channels.length;
+            positions.push(share.positions);
+            counts.push(share.counts);
           }
           c.resolve({ positions, counts });
         }
@@ -616,6 +607,21 @@ export class RedisBroker implements Broker {
       throw new RelayError('unavailable', undefined, 1);
     }
   }
+}
+
+/** One publication's share of a counted publish reply: `n` channels from `from`, each its position then its counts hash. */
+function shareOf(
+  flat: readonly (string | string[])[],
+  from: number,
+  n: number,
+): { positions: Position[]; counts: string[][] } {
+  const positions: Position[] = [];
+  const counts: string[][] = [];
+  for (let j = from; j < from + 2 * n; j += 2) {
+    positions.push(parsePosition(flat[j] as string));
+    counts.push(flat[j + 1] as string[]);
+  }
+  return { positions, counts };
 }
 
 function parsePosition(text: string): Position {

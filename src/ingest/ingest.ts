@@ -131,8 +131,7 @@ export class Ingest {
       this.deps.metrics.publishDuration.observe({ source }, (performance.now() - started) / 1000);
       return result!;
     } catch (err) {
-      this.deps.metrics.publishes.inc({ source, outcome: isRelayError(err) ? err.code : 'internal' });
-      throw err;
+      this.failed(source, err);
     }
   }
 
@@ -153,14 +152,8 @@ export class Ingest {
     source: PublishSource,
     options: PublishOptions = {},
   ): PublishResult | undefined {
-    const { broker, presence, metrics } = this.deps;
-    if (
-      broker.publishNow === undefined ||
-      presence.countNow === undefined ||
-      body.id !== undefined ||
-      body.broadcast === true ||
-      options.audience !== undefined
-    ) {
+    const { broker, presence } = this.deps;
+    if (broker.publishNow === undefined || presence.countNow === undefined || !single(body, options)) {
       return undefined;
     }
     const started = performance.now();
@@ -175,13 +168,10 @@ export class Ingest {
       // the channels publish() counts here (no audience, no broadcast), each
       // once: users are unique, channels too and never in the user namespace.
       const { online, offline } = reachOf(users, targets, presence.countNow(targets));
-      metrics.publishes.inc({ source, outcome: 'ok' });
-      if (offline.length > 0) this.deps.onOffline?.(offline, publication);
-      metrics.publishDuration.observe({ source }, (performance.now() - started) / 1000);
-      return { id: publication.id, online, offline, channels: positionsByChannel(targets, positions) };
+      const channels = positionsByChannel(targets, positions);
+      return this.answered(source, started, publication, { id: publication.id, online, offline, channels });
     } catch (err) {
-      metrics.publishes.inc({ source, outcome: isRelayError(err) ? err.code : 'internal' });
-      throw err;
+      this.failed(source, err);
     }
   }
 
@@ -200,14 +190,12 @@ export class Ingest {
     source: PublishSource,
     options: PublishOptions = {},
   ): Promise<PublishResult> | undefined {
-    const { broker, presence, metrics } = this.deps;
+    const { broker, presence } = this.deps;
     if (
       broker.publishCounted === undefined ||
       this.countedUnavailable ||
       presence.countFrom === undefined ||
-      body.id !== undefined ||
-      body.broadcast === true ||
-      options.audience !== undefined
+      !single(body, options)
     ) {
       return undefined;
     }
@@ -216,8 +204,7 @@ export class Ingest {
     try {
       plan = this.plan(body, options);
     } catch (err) {
-      metrics.publishes.inc({ source, outcome: isRelayError(err) ? err.code : 'internal' });
-      throw err;
+      this.failed(source, err);
     }
     const publication = publicationOf(plan);
     const targets = targetsOf(plan);
@@ -227,16 +214,8 @@ export class Ingest {
       this.countedUnavailable = true;
       return undefined;
     }
-    const failed = (err: unknown): never => {
-      metrics.publishes.inc({ source, outcome: isRelayError(err) ? err.code : 'internal' });
-      throw err;
-    };
-    const done = (result: PublishResult): PublishResult => {
-      metrics.publishes.inc({ source, outcome: 'ok' });
-      if (result.offline.length > 0) this.deps.onOffline?.(result.offline, publication);
-      metrics.publishDuration.observe({ source }, (performance.now() - started) / 1000);
-      return result;
-    };
+    const failed = (err: unknown): never => this.failed(source, err);
+    const done = (result: PublishResult) => this.answered(source, started, publication, result);
     return written.then(({ positions, counts }) => {
       const channels = positionsByChannel(targets, positions);
       // The targets are exactly the channels publish() counts here (see publishNow).
@@ -250,6 +229,26 @@ export class Ingest {
       }
       return done({ id: publication.id, ...reachOf(plan.users, targets, sockets), channels });
     }, failed);
+  }
+
+  /** Counts a single publish answered: its outcome, its duration, and the offline fallback for whom it missed. */
+  private answered(
+    source: PublishSource,
+    started: number,
+    publication: Publication,
+    result: PublishResult,
+  ): PublishResult {
+    const { metrics } = this.deps;
+    metrics.publishes.inc({ source, outcome: 'ok' });
+    if (result.offline.length > 0) this.deps.onOffline?.(result.offline, publication);
+    metrics.publishDuration.observe({ source }, (performance.now() - started) / 1000);
+    return result;
+  }
+
+  /** Counts a publish that failed, by its error's code, and passes the error on. */
+  private failed(source: PublishSource, err: unknown): never {
+    this.deps.metrics.publishes.inc({ source, outcome: isRelayError(err) ? err.code : 'internal' });
+    throw err;
   }
 
   /**
@@ -425,6 +424,15 @@ export class Ingest {
     const total = nodes?.reduce((n, node) => n + node.sockets, 0) ?? 0;
     return tally(plans, count, total);
   }
+}
+
+/**
+ * A publish the one-step paths (publishNow, publishCounted) take: no
+ * idempotency `id` to look up, not a broadcast (its count asks every node),
+ * no audience of its own.
+ */
+function single(body: PublishBody, options: PublishOptions): boolean {
+  return body.id === undefined && body.broadcast !== true && options.audience === undefined;
 }
 
 /** The publication a validated publish writes: its id, or a new one. */

@@ -45,6 +45,24 @@ function echoTab(url: string, opts: { localAddress?: string; forwardedFor?: stri
   return { echo, socket, outcome };
 }
 
+/**
+ * An engine.io WebSocket spoken by hand, for Socket.IO packets a client
+ * library would not send: answers pings, keeps every other frame, and
+ * resolves once the open packet came.
+ */
+async function rawConnection(port: number): Promise<{ ws: WebSocket; frames: string[] }> {
+  const ws = new WebSocket(`ws://127.0.0.1:${port}/socket.io/?EIO=4&transport=websocket`);
+  const frames: string[] = [];
+  ws.on('message', (data) => {
+    const frame = String(data);
+    if (frame === '2')
+      ws.send('3'); // engine.io ping
+    else frames.push(frame);
+  });
+  await waitFor(() => frames[0]?.startsWith('0') === true, { what: 'the engine.io open packet' });
+  return { ws, frames };
+}
+
 describe('Laravel Echo sockets per client address', () => {
   let node: Awaited<ReturnType<typeof startInProcess>>;
   const tabs: EchoTab[] = [];
@@ -116,15 +134,7 @@ describe('Laravel Echo sockets per client address', () => {
     // Socket.IO's own packets over one engine.io WebSocket: CONNECT '/' (no
     // token: Echo) up to the cap and once more, then DISCONNECT with the
     // connection kept open, then the connection closed.
-    const ws = new WebSocket(`ws://127.0.0.1:${node.port}/socket.io/?EIO=4&transport=websocket`);
-    const frames: string[] = [];
-    ws.on('message', (data) => {
-      const frame = String(data);
-      if (frame === '2')
-        ws.send('3'); // engine.io ping
-      else frames.push(frame);
-    });
-    await waitFor(() => frames[0]?.startsWith('0') === true, { what: 'the engine.io open packet' });
+    const { ws, frames } = await rawConnection(node.port);
     for (let i = 0; i <= CAP; i++) ws.send('40{}');
     await waitFor(() => frames.length === CAP + 2, { what: 'an answer to every CONNECT' });
     expect(frames.filter((f) => f.startsWith('40'))).toHaveLength(CAP);
@@ -148,14 +158,7 @@ describe('Laravel Echo sockets per client address', () => {
   it('counts a tokenless CONNECT sent along with a token one on the same connection (whose socket lets go of the request)', async () => {
     const sockets = () => node.relay.io.of('/').sockets.size;
     await waitFor(() => sockets() === 0, { what: 'every socket gone' });
-    const ws = new WebSocket(`ws://127.0.0.1:${node.port}/socket.io/?EIO=4&transport=websocket`);
-    const frames: string[] = [];
-    ws.on('message', (data) => {
-      const frame = String(data);
-      if (frame === '2') ws.send('3');
-      else frames.push(frame);
-    });
-    await waitFor(() => frames[0]?.startsWith('0') === true, { what: 'the engine.io open packet' });
+    const { ws, frames } = await rawConnection(node.port);
     // Socket.IO takes a second CONNECT '/' only while the first is still in its middlewares.
     ws.send(`40${JSON.stringify({ token: await token('dora') })}`);
     ws.send('40{}');

@@ -214,7 +214,8 @@ export class IngestMembership {
     const after = CLAIM_AFTER_MS + u;
     let claim = s < this.claimUntil || this.leavingUntil !== undefined;
     const active: Member[] = [];
-    const switching: Member[] = [];
+    // Made only near an activation: decide() runs for every raw message.
+    let switching: Member[] | undefined;
     for (const m of this.members) {
       if (m.expiry <= s) {
         if (s - m.expiry < after) claim = true;
@@ -223,8 +224,10 @@ export class IngestMembership {
       const since = s - m.activeFrom;
       if (since < -before) continue;
       if (since < after) claim = true;
-      if (since > -HANDOVER_BEFORE_MS - u && since < HANDOVER_AFTER_MS + u) switching.push(m);
-      else if (since >= 0) active.push(m);
+      if (since > -HANDOVER_BEFORE_MS - u && since < HANDOVER_AFTER_MS + u) {
+        if (switching === undefined) switching = [m];
+        else switching.push(m);
+      } else if (since >= 0) active.push(m);
     }
     this.claiming = claim;
     const owner = rendezvous(hash, active);
@@ -233,12 +236,12 @@ export class IngestMembership {
     // and may disagree on the side of the switch it fell: both the owner
     // without the member and the member (if it would own it) claim it, so one
     // of them handles it, once.
-    if (switching.length > 0) {
-      for (const m of switching) {
-        if (m.id === self && rendezvous(hash, owner === undefined ? [m] : [owner, m]) === m) return 'claim';
-      }
+    if (switching !== undefined) {
+      const me = switching.find((m) => m.id === self);
+      if (me !== undefined && rendezvous(hash, owner === undefined ? [me] : [owner, me]) === me)
+        return 'claim';
       if (owner?.id === self) return 'claim';
-      return switching.some((m) => m.id === self) || active.some((m) => m.id === self) ? 'other' : 'inactive';
+      return me !== undefined || active.some((m) => m.id === self) ? 'other' : 'inactive';
     }
     if (owner === undefined || !active.some((m) => m.id === self)) return 'inactive';
     if (owner.id !== self) return 'other';
