@@ -19,6 +19,7 @@ import {
 import type { Metrics } from '../metrics/index.js';
 import { infoValue, type Member, type Presence, type PresenceEvent } from '../presence/index.js';
 import type { ChannelAnswer, PresenceNotice, RelayServer, RelaySocket } from './events.js';
+import { fanOut } from './fanout.js';
 
 /**
  * This node's view of one channel it has sockets in. `delivered` is the
@@ -419,21 +420,26 @@ export class Hub {
       watch = watchRoom(state.name);
       if (!rooms.has(watch)) watch = undefined;
     }
-    let target = this.io.local.to(watch === undefined ? state.name : [state.name, watch]);
-    if (message.except && message.except.length > 0) target = target.except(message.except.map(userChannel));
-    if (message.exceptSockets && message.exceptSockets.length > 0)
-      target = target.except([...message.exceptSockets]);
+    const to = watch === undefined ? [state.name] : [state.name, watch];
+    const except: string[] = [];
+    if (message.except) for (const user of message.except) except.push(userChannel(user));
+    if (message.exceptSockets) except.push(...message.exceptSockets);
     if (this.echo) {
       // Echo sockets take the same message in their own shape: emit(event, channel, data).
       // Each shape is encoded only when this node has sockets speaking it.
       if ((rooms.get(ECHO_ROOM)?.size ?? 0) > 0) {
-        target.except(NATIVE_ROOM).emit(message.event, state.name, message.data);
+        fanOut(this.io, to, [...except, NATIVE_ROOM], [message.event, state.name, message.data]);
       }
       if ((rooms.get(NATIVE_ROOM)?.size ?? 0) > 0) {
-        target.except(ECHO_ROOM).emit(message.event, message.data, meta(state.name, offset, epoch, message));
+        fanOut(
+          this.io,
+          to,
+          [...except, ECHO_ROOM],
+          [message.event, message.data, meta(state.name, offset, epoch, message)],
+        );
       }
     } else {
-      target.emit(message.event, message.data, meta(state.name, offset, epoch, message));
+      fanOut(this.io, to, except, [message.event, message.data, meta(state.name, offset, epoch, message)]);
     }
     const reached = rooms.get(state.name)?.size ?? 0;
     this.metrics.deliveries.inc(reached);
