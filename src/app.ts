@@ -189,6 +189,7 @@ export async function buildApp(
       for (const room of nsp.adapter.rooms.keys()) if (room.startsWith(`${USER_NAMESPACE}:`)) users++;
       return { sockets: nsp.sockets.size, users };
     },
+    connections: () => nsp.sockets.size,
     sockets: (channel) => nsp.adapter.rooms.get(channel)?.size ?? 0,
     has: (channel, socketId) => nsp.adapter.rooms.get(channel)?.has(socketId) ?? false,
     *entries() {

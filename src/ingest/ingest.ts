@@ -416,12 +416,14 @@ export class Ingest {
     const channels = [...wanted];
     const broadcast = plans.some((p) => p.broadcast);
     // A driver that knows the counts locally answers without a promise per publish.
-    const [counts, nodes] =
-      presence.countNow && !broadcast
-        ? [presence.countNow(channels), undefined]
-        : await Promise.all([presence.count(channels), broadcast ? presence.nodes() : undefined]);
+    const [counts, total] =
+      presence.countNow && (!broadcast || presence.connectionsNow)
+        ? [presence.countNow(channels), broadcast ? presence.connectionsNow!() : 0]
+        : await Promise.all([
+            presence.count(channels),
+            broadcast ? presence.nodes().then((nodes) => nodes.reduce((n, node) => n + node.sockets, 0)) : 0,
+          ]);
     const count = new Map(channels.map((c, i) => [c, counts[i] ?? 0]));
-    const total = nodes?.reduce((n, node) => n + node.sockets, 0) ?? 0;
     return tally(plans, count, total);
   }
 }

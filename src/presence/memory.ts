@@ -178,6 +178,10 @@ export class MemoryPresence implements Presence {
     return this.countNow(channels);
   }
 
+  connectionsNow(): number {
+    return this.local.connections();
+  }
+
   countNow(channels: readonly string[]): number[] {
     return channels.map((c) => {
       const entry = this.channels.get(c);

@@ -50,6 +50,8 @@ export interface ChannelMember extends Member {
 /** What this node has, for heartbeats and for re-registering after Redis was away. */
 export interface LocalMembership {
   stats(): { sockets: number; users: number };
+  /** Sockets connected to this node right now: stats().sockets without counting users. */
+  connections(): number;
   /** Sockets this node has in a channel right now. */
   sockets(channel: string): number;
   /** Whether a socket of this node is in a channel right now. */
@@ -136,6 +138,8 @@ export interface Presence {
   count(channels: readonly string[]): Promise<number[]>;
   /** The same counts, synchronously: only drivers that hold every count in this process (standalone). */
   countNow?(channels: readonly string[]): number[];
+  /** Sockets connected cluster-wide (what a broadcast reaches), synchronously: only drivers that see every socket (standalone). */
+  connectionsNow?(): number;
   /**
    * The same count from per-channel counts hashes (node -> sockets) that were
    * read elsewhere (the publish script reads them in its own step), counting

@@ -24,6 +24,7 @@ function membership() {
   const rooms = new Map<string, Map<string, Member>>();
   const local: LocalMembership = {
     stats: () => ({ sockets: new Set([...rooms.values()].flatMap((m) => [...m.keys()])).size, users: 0 }),
+    connections: () => new Set([...rooms.values()].flatMap((m) => [...m.keys()])).size,
     sockets: (channel) => rooms.get(channel)?.size ?? 0,
     has: (channel, socketId) => rooms.get(channel)?.has(socketId) ?? false,
     *entries() {

@@ -269,6 +269,7 @@ function hookedPresence(
 ): Presence {
   const local: LocalMembership = {
     stats: () => ({ sockets: 0, users: 0 }),
+    connections: () => 0,
     sockets: () => 0,
     has: () => false,
     entries: () => [],
