@@ -22,7 +22,7 @@ export interface Probes {
 
 export function createMetrics() {
   const registry = new Registry();
-  collectDefaultMetrics({ register: registry });
+  collectDefaultMetrics({ register: registry, eventLoopMonitoringPrecision: 100 });
   const probes: Probes = {};
 
   const m = {
