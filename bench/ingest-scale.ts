@@ -132,7 +132,7 @@ async function measure(mode: Mode, size: number): Promise<Run> {
         what: 'every node a member',
       },
     );
-    await sleep(5500);
+    await sleep(7500);
     if (mode === 'stream') {
       await waitFor(
         async () => {

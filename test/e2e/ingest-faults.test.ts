@@ -289,10 +289,11 @@ describe('publishing through Redis under faults', () => {
     cleanup.push(() => {
       for (const s of subs) s.close();
     });
-    await sleep(5500); // every node active
+    await sleep(7500); // every node active
     const publisher = redis.client();
     const sentAt: number[] = [];
     const kills: number[] = [];
+    const starts: number[] = [];
     let publishing = true;
     const pub = (async () => {
       for (let i = 0; publishing; i++) {
@@ -310,11 +311,12 @@ describe('publishing through Redis under faults', () => {
       up.delete(victim);
       await victim.kill('SIGKILL');
       await sleep(7000);
+      starts.push(Date.now());
       const again = (await startProcess(env, { port: victim.port })) as ProcNode;
       cleanup.push(() => again.stop());
       nodes[k] = again;
       up.add(again);
-      await sleep(6000); // active again before the next kill
+      await sleep(8000); // active again before the next kill
     }
     publishing = false;
     await pub;
@@ -343,15 +345,28 @@ describe('publishing through Redis under faults', () => {
       });
       return n + [...ids.values()].filter((set) => set.size > 1).length;
     }, 0);
+    // Each lost message with its send time relative to the kills and restarts, to tell a
+    // takeover after a death from a handover to a returning node.
+    const missing = subs.map((s) => {
+      const have = new Set(xaddIndexes(s));
+      return mustArrive
+        .filter((i) => !have.has(i))
+        .map((i) => ({
+          i,
+          afterKills: kills.map((k) => sentAt[i]! - k),
+          afterStarts: starts.map((t) => sentAt[i]! - t),
+        }));
+    });
     console.log('raw pub/sub through three SIGKILLs:', {
       published: sentAt.length,
       mustArrive: mustArrive.length,
       ...counts,
       handledTwice,
       deliveredTwice: tally(subs, []).duplicated,
+      missing: JSON.stringify(missing),
     });
     expect({ lost: counts.lost, duplicated: counts.duplicated }).toEqual({ lost: 0, duplicated: 0 });
-    // Its sleeps alone take ~45 s (three kill/restart rounds of 13 s), plus three node starts and
+    // Its sleeps alone take ~53 s (three kill/restart rounds of 15 s), plus three node starts and
     // the catch-up wait: the suite's 60 s left too little room on a busy machine.
   }, 150_000);
 });

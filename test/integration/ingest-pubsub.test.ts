@@ -49,7 +49,7 @@ describe('raw pub/sub ingest', () => {
     const numsub = async () =>
       ((await r.call('PUBSUB', 'NUMSUB', `${prefix}:publish`)) as [string, number])[1];
     await waitFor(async () => (await numsub()) === 3);
-    // A node starts handling its share once every node has seen it join (five seconds).
+    // A node starts handling its share once every node has seen it join (seven seconds).
     await waitFor(
       async () =>
         (await Promise.all(list.map((n) => scrape(n.url)))).every(
@@ -59,7 +59,7 @@ describe('raw pub/sub ingest', () => {
         what: 'three members everywhere',
       },
     );
-    await sleep(5500);
+    await sleep(7500);
     const alice = await client(list[1]!.url, 'alice');
     const before = await Promise.all(list.map((n) => published(n.url)));
     const count = 300;
@@ -91,7 +91,7 @@ describe('raw pub/sub ingest', () => {
     const b = await startInProcess(env);
     cleanup.push(() => Promise.all([a.stop(), b.stop()]));
     const bob = await client(a.url, 'bob');
-    await sleep(5500); // b active
+    await sleep(7500); // b active
     await b.stop();
     // Published from the moment the close returned: a has taken b's share over (b left the set and kept
     // handling its share while a learnt it).
