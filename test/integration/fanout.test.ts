@@ -34,7 +34,12 @@ describe('fan-out to WebSocket and long-polling sockets (standalone)', () => {
   let direct: TestClient;
   let polling: TestClient;
   beforeAll(async () => {
-    node = await startInProcess({ PUSHRELAY_MAX_PAYLOAD_BYTES: String(512 * 1024) });
+    node = await startInProcess({
+      PUSHRELAY_MAX_PAYLOAD_BYTES: String(512 * 1024),
+      // Order is what these check, not the slow-consumer limit: a long-polling client on a busy
+      // machine can fall a few hundred kilobytes behind a burst.
+      PUSHRELAY_SOCKET_BUFFER_BYTES: String(64 * 1024 * 1024),
+    });
     direct = await connectClient(node.url, await token('fan'));
     polling = await connectClient(node.url, await token('fan'), { transports: ['polling'] });
   });
@@ -72,7 +77,7 @@ describe('fan-out to WebSocket and long-polling sockets (standalone)', () => {
     for (let b = 0; b < bursts; b++) {
       const messages = Array.from({ length: perBurst }, (_, i) => ({
         event: 'seq',
-        data: { n: b * perBurst + i, pad: 'x'.repeat(2_000) },
+        data: { n: b * perBurst + i, pad: 'x'.repeat(200) },
         users: ['fan'],
       }));
       const res = await post(`${node.url}/v1/batch`, { messages });
@@ -86,9 +91,12 @@ describe('fan-out to WebSocket and long-polling sockets (standalone)', () => {
       const got = await waitFor(
         () => {
           const seq = client.events('seq').slice(client === direct ? before : 0);
+          if (client.events('pushrelay:disconnect').length > 0 || !client.socket.connected) {
+            throw new Error(`disconnected: ${JSON.stringify(client.events('pushrelay:disconnect'))}`);
+          }
           return seq.length >= bursts * perBurst ? seq : undefined;
         },
-        { what: 'every burst message', timeoutMs: 20_000 },
+        { what: 'every burst message', timeoutMs: 30_000 },
       );
       expect(got.map((r) => (r.data as { n: number }).n)).toEqual(
         Array.from({ length: bursts * perBurst }, (_, i) => i),
