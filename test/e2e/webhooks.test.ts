@@ -100,6 +100,10 @@ describe('lifecycle webhooks across three nodes', () => {
         receiver.of('member.added', 'room:k').length === 1 &&
         receiver.of('user.online', 'k-two').length === 1,
     );
+    // Settled, not only received: a node killed between the receiver's answer and its own
+    // acknowledgement in Redis keeps that user's queue leased (timeout + 5 s: 25 s here), and the
+    // user's next events wait behind the lease (then the unacknowledged call is made again).
+    await waitFor(async () => (await redis.client().keys('*:wq:*')).length === 0, { what: 'settled queues' });
     await a.kill('SIGKILL');
     // One presence TTL (3 s here; 6 s by default) for the node to count as dead, a third for the
     // cleanup, then the debounce: about 5 s; the bound leaves room for a loaded CI machine.
