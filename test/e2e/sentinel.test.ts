@@ -56,7 +56,8 @@ describe('Redis Sentinel', () => {
   ) {
     await allReceived(subs, () => pub.acked);
     const counts = tally(subs, pub.acked);
-    if (process.env.DEBUG_SCALE) {
+    // Who missed what, and the nodes' last warnings, whenever something was missed.
+    if (process.env.DEBUG_SCALE || counts.lost > 0 || counts.outOfOrder > 0) {
       for (const s of subs) {
         const missing = pub.acked.filter((id) => !s.received.has(id));
         console.log(
