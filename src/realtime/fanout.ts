@@ -1,3 +1,5 @@
+import { createRequire } from 'node:module';
+import WebSocket from 'ws';
 import type { RelayServer, RelaySocket } from './events.js';
 
 // One event to every local socket of some rooms, encoded once and, for a
@@ -17,8 +19,15 @@ import type { RelayServer, RelaySocket } from './events.js';
 const EVENT = 2;
 /** Engine.IO's "message" packet type, the first character of every Socket.IO packet on the wire. */
 const MESSAGE = '4';
-/** WebSocket.OPEN. */
-const OPEN = 1;
+/**
+ * ws's frame builder, the one socket.io-adapter prebuilds its broadcast frames with: on the
+ * CommonJS export only (ws's ES module default is the bare class) and untyped in @types/ws.
+ */
+const { Sender } = createRequire(import.meta.url)('ws') as {
+  Sender: { frame(data: Buffer, options: Record<string, boolean | number>): Buffer[] };
+};
+/** An unmasked, unfragmented text frame, as the server side sends. */
+const TEXT_FRAME = { readOnly: false, mask: false, rsv1: false, opcode: 1, fin: true };
 
 interface Transport {
   readonly name: string;
@@ -34,23 +43,6 @@ interface EngineSocket {
   readonly transport: Transport;
   readonly writeBuffer: unknown[];
   write(data: string, options: { wsPreEncodedFrame?: Buffer[] }): void;
-}
-
-/** An unmasked, unfragmented WebSocket text frame (RFC 6455 5.2): header and payload, as ws's Sender.frame() builds it. */
-export function textFrame(payload: Buffer): Buffer[] {
-  const n = payload.length;
-  let header: Buffer;
-  if (n < 126) {
-    header = Buffer.from([0x81, n]);
-  } else if (n < 65536) {
-    header = Buffer.from([0x81, 126, n >> 8, n & 0xff]);
-  } else {
-    header = Buffer.alloc(10);
-    header[0] = 0x81;
-    header[1] = 127;
-    header.writeUIntBE(n, 4, 6);
-  }
-  return [header, payload];
 }
 
 /**
@@ -76,7 +68,7 @@ export function fanOut(
     return;
   }
   const text = encoded[0];
-  const frame = textFrame(Buffer.from(MESSAGE + text));
+  const frame = Sender.frame(Buffer.from(MESSAGE + text), TEXT_FRAME);
   const options = { wsPreEncodedFrame: frame };
   // Looked up per socket rather than merged into one set: an except room may be large (a protocol's room).
   const skip: ReadonlySet<string>[] = [];
@@ -91,7 +83,7 @@ export function fanOut(
     const sender = ws?._sender;
     if (
       sender !== undefined &&
-      ws!.readyState === OPEN &&
+      ws!.readyState === WebSocket.OPEN &&
       // Nothing engine.io holds back: what it sent is already in the socket's stream (a send
       // whose completion is pending included), so this frame goes out after it.
       conn.writeBuffer.length === 0 &&

@@ -1,6 +1,4 @@
-import { createRequire } from 'node:module';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { textFrame } from '../../src/realtime/fanout.js';
 import { connectClient, type TestClient } from '../helpers/clients.js';
 import { token } from '../helpers/env.js';
 import { post } from '../helpers/http.js';
@@ -11,23 +9,6 @@ import { waitFor } from '../helpers/wait.js';
 // when engine.io has nothing queued for it, and through engine.io otherwise
 // (long polling, a send still in flight). These check what a client depends on
 // across both: every byte of every size of message, in order, none lost.
-
-const ws = createRequire(import.meta.url)('ws') as {
-  Sender: { frame(data: Buffer, o: Record<string, unknown>): Buffer[] };
-};
-
-describe('fan-out frames', () => {
-  it('builds the frame ws builds, at every length encoding (7-bit, 16-bit, 64-bit)', () => {
-    for (const n of [0, 1, 125, 126, 127, 65535, 65536, 70_000]) {
-      const payload = Buffer.alloc(n, 0x61);
-      const ours = Buffer.concat(textFrame(payload));
-      const theirs = Buffer.concat(
-        ws.Sender.frame(payload, { readOnly: false, mask: false, rsv1: false, opcode: 1, fin: true }),
-      );
-      expect(ours.equals(theirs), `length ${n}`).toBe(true);
-    }
-  });
-});
 
 describe('fan-out to WebSocket and long-polling sockets (standalone)', () => {
   let node: Awaited<ReturnType<typeof startInProcess>>;
