@@ -3,6 +3,7 @@ import { resolve } from 'node:path';
 import { promisify } from 'node:util';
 import type { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ACTIVATION_DELAY_MS, CLAIM_AFTER_MS } from '../../src/ingest/sources/membership.js';
 import { connectClient, type TestClient } from '../helpers/clients.js';
 import { token } from '../helpers/env.js';
 import { post } from '../helpers/http.js';
@@ -178,10 +179,12 @@ describe('ActionCable broadcasts to one stream, two relay processes', () => {
     await waitFor(async () => (await scrape(nodes[0]!.url)).value('pushrelay_ingest_members') === 2, {
       what: 'both nodes sharing raw ingest',
     });
-    // A node joining takes its share 5 s after it joined, and messages are claimed one by one for
-    // 3 s after that (membership.ts): past both, each node handles exactly what it owns.
-    await sleep(9000);
-  }, 30_000);
+    // A node joining takes its share ACTIVATION_DELAY_MS after it joined, and around that switch the
+    // old and the new owner both claim messages one by one, whichever is first (membership.ts): the
+    // order of one stream holds only past CLAIM_AFTER_MS after it, when each node handles exactly
+    // what it owns. The join was at most a heartbeat before node 0 counted it.
+    await sleep(ACTIVATION_DELAY_MS + CLAIM_AFTER_MS + 1500);
+  }, 45_000);
   afterAll(async () => {
     await Promise.all(nodes.map((n) => n.stop()));
     await redis?.stop();
