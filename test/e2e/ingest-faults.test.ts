@@ -10,7 +10,8 @@ import { sleep, waitFor } from '../helpers/wait.js';
 // counted: the durable stream through a SIGKILLed node, a restarted node and a
 // restarted Redis (every entry once, in XADD order, nothing left pending), and
 // raw pub/sub through each node being SIGKILLed in turn (nothing published
-// 5 s after a death is lost, nothing is handled twice).
+// 5 s after a death is lost, nor anything published a second before it that the
+// node could have handled; nothing is handled twice).
 
 type ProcNode = RelayNode & { proc: { pid?: number } };
 
@@ -266,7 +267,7 @@ describe('publishing through Redis under faults', () => {
     expect(subs.every((s) => s.connected && s.reconnects === 0)).toBe(true);
   });
 
-  it('pub/sub: each node SIGKILLed in turn; PUBLISHes from 5 s after each kill all arrive, none twice', async () => {
+  it('pub/sub: each node SIGKILLed in turn; PUBLISHes but from 1 s before to 5 s after each kill all arrive, none twice', async () => {
     const redis = await startRedis();
     cleanup.push(() => redis.stop());
     const env = {
@@ -320,18 +321,23 @@ describe('publishing through Redis under faults', () => {
     }
     publishing = false;
     await pub;
-    const mustArrive = sentAt.flatMap((t, i) => (kills.some((k) => t >= k && t < k + 5000) ? [] : [i]));
+    // Pub/sub has no acknowledgement: what the victim owned and had received but not yet handled when
+    // it was killed is gone (a CI run lost one published 3 ms before a kill). A node handles a message
+    // within milliseconds, so a second before the kill leaves room for a loaded machine.
+    const mustArrive = sentAt.flatMap((t, i) =>
+      kills.some((k) => t >= k - 1000 && t < k + 5000) ? [] : [i],
+    );
     await waitFor(() => subs.every((s) => mustArrive.every((i) => xaddIndexes(s).includes(i))), {
       timeoutMs: 20_000,
       intervalMs: 200,
     }).catch(() => undefined);
-    const counts = { lost: 0, duplicated: 0, lostWithin5sOfAKill: 0 };
+    const counts = { lost: 0, duplicated: 0, lostAroundAKill: 0 };
     for (const s of subs) {
       const got = xaddIndexes(s);
       const have = new Set(got);
       counts.duplicated += got.length - have.size;
       counts.lost += mustArrive.filter((i) => !have.has(i)).length;
-      counts.lostWithin5sOfAKill +=
+      counts.lostAroundAKill +=
         sentAt.length -
         mustArrive.length -
         sentAt.filter((_, i) => !mustArrive.includes(i) && have.has(i)).length;
