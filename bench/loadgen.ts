@@ -22,6 +22,8 @@ let target: SystemTarget | undefined;
 const clients: (Socket | undefined)[] = [];
 const seen: SeenSet[] = [];
 const latencies = new Samples();
+/** Latencies of clients on the publishing node (even clients) and on the other (odd), for BENCH_SPLIT. */
+const split = [new Samples(), new Samples()];
 let phase = 0;
 /** Sequence number -> per-client key in the current phase. */
 let keyOf: (seq: number, client: number) => number | undefined = (s) => s;
@@ -45,7 +47,10 @@ function onMessage(client: number, d: Payload): void {
   }
   received++;
   lastReceive = now;
-  if (seen[client]!.add(key)) latencies.push(now - d.t);
+  if (seen[client]!.add(key)) {
+    latencies.push(now - d.t);
+    split[client % 2]!.push(now - d.t);
+  }
 }
 
 async function connectOne(i: number): Promise<void> {
@@ -170,6 +175,8 @@ async function runPhase(a: PhaseArgs): Promise<PhaseResult> {
   strays = 0;
   misrouted = 0;
   latencies.clear();
+  split[0]!.clear();
+  split[1]!.clear();
   const connected = clients.filter((c) => c !== undefined).length;
   for (const s of seen) s.reset();
   const recipients = a.shape === 'broadcast' ? connected : 1;
@@ -240,6 +247,15 @@ async function runPhase(a: PhaseArgs): Promise<PhaseResult> {
     duplicates += s.duplicates;
   }
   const elapsedMs = Math.max(lastReceive, sendEnd) - start;
+  if (process.env.BENCH_SPLIT && target!.urls.length > 1) {
+    // Clients alternate between the nodes and publishes go to the first: even clients sit on the
+    // publishing node. Where a cluster's latency comes from: its own sockets, or the other node's.
+    const [own, other] = split.map((s) => summarize(s.values()));
+    const ms = (l: typeof own) => `p50 ${l!.p50.toFixed(2)} p99 ${l!.p99.toFixed(2)} ms`;
+    console.error(
+      `[loadgen] ${target!.kind} ${a.shape}: publishing node's sockets ${ms(own)}; other node's ${ms(other)}`,
+    );
+  }
   return {
     requests,
     httpErrors,

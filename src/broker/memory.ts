@@ -4,6 +4,7 @@ import {
   decodePublication,
   encodePublication,
   type Message,
+  messageOf,
   type Position,
   type Publication,
   UNBORN_EPOCH,
@@ -107,14 +108,7 @@ export class MemoryBroker implements Broker {
       if (idempotent) this.idempotency.set(marker, { position, expires: now + this.idempotencyMs });
       if (this.subscribed.has(channel)) {
         // Built from the publication this node just validated: no parse of its own encoding.
-        message ??= {
-          id: publication.id,
-          event: publication.event,
-          data: value === UNPARSED ? (JSON.parse(publication.data) as unknown) : value,
-          ts: publication.ts,
-          except: publication.except,
-          exceptSockets: publication.exceptSockets,
-        };
+        message ??= value === UNPARSED ? messageOf(publication) : messageOf(publication, value);
         this.deliveryHandler({ channel, offset: position.offset, epoch: position.epoch, message });
       }
     }

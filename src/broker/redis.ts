@@ -6,6 +6,7 @@ import {
   decodePublication,
   encodePublication,
   malformedReason,
+  messageOf,
   type Position,
   type Publication,
   UNBORN_EPOCH,
@@ -182,6 +183,13 @@ export class RedisBroker implements Broker {
   private readonly cmd: ScriptedRedis;
   private readonly subscribedChannels = new Set<string>();
   private deliveryHandler: (d: Delivery) => void = () => {};
+  private ownHandler: ((d: Delivery) => boolean) | undefined;
+  /**
+   * Per channel, the highest position of this node's own publishes that the
+   * hub took from the script's reply: their copies coming back through Redis
+   * (at or below it, same epoch) are dropped before they are decoded.
+   */
+  private readonly early = new Map<string, Position>();
   private resyncHandler: () => void = () => {};
   private connectedOnce = false;
   private readonly epochSeed = randomBytes(4).toString('hex');
@@ -367,8 +375,10 @@ export class RedisBroker implements Broker {
         let next = 0;
         for (const c of calls) {
           if (c.one) {
-            c.resolve(shareOf(flat, next, c.channels.length));
+            const share = shareOf(flat, next, c.channels.length);
             next += 2 * c.channels.length;
+            this.deliverOwn(c.publication, c.channels, share.positions);
+            c.resolve(share);
             continue;
           }
           const positions: Position[][] = [];
@@ -376,6 +386,8 @@ export class RedisBroker implements Broker {
           for (const i of c.items) {
             const share = shareOf(flat, next, i.channels.length);
             next += 2 * i.channels.length;
+            // A repeated idempotent id answers its first position, whose copy went out then.
+            if (!i.idempotent) this.deliverOwn(i.publication, i.channels, share.positions);
             positions.push(share.positions);
             counts.push(share.counts);
           }
@@ -386,6 +398,36 @@ export class RedisBroker implements Broker {
         for (const c of calls) c.reject(err);
       },
     );
+  }
+
+  /**
+   * Offers a publish this node just wrote to the hub for the channels it
+   * subscribes, before the caller is answered: a socket on this node gets it
+   * without waiting for the copy to come back through Redis (its sockets
+   * used to wait a round trip longer than the other nodes').
+   */
+  private deliverOwn(
+    publication: Publication,
+    channels: readonly string[],
+    positions: readonly Position[],
+  ): void {
+    const handler = this.ownHandler;
+    if (handler === undefined) return;
+    let message: Delivery['message'] | undefined;
+    for (let i = 0; i < channels.length; i++) {
+      const channel = channels[i]!;
+      if (!this.subscribedChannels.has(channel)) continue;
+      const position = positions[i]!;
+      try {
+        message ??= messageOf(publication);
+        if (handler({ channel, offset: position.offset, epoch: position.epoch, message })) {
+          this.early.set(channel, position);
+        }
+      } catch (err) {
+        // Its copy through Redis is delivered as usual.
+        this.log.warn({ err, channel }, 'delivering an own publish early failed');
+      }
+    }
   }
 
   private scriptArgs(
@@ -467,6 +509,7 @@ export class RedisBroker implements Broker {
 
   async unsubscribe(channel: string): Promise<void> {
     this.subscribedChannels.delete(channel);
+    this.early.delete(channel);
     const name = this.names.deliver(channel);
     // Queued while Redis is away, so ioredis does not resubscribe it on reconnect.
     await (this.sharded ? this.sub.sunsubscribe(name) : this.sub.unsubscribe(name)).catch(() => {});
@@ -563,6 +606,10 @@ export class RedisBroker implements Broker {
     this.deliveryHandler = handler;
   }
 
+  onOwnDelivery(handler: (delivery: Delivery) => boolean): void {
+    this.ownHandler = handler;
+  }
+
   onResync(handler: () => void): void {
     this.resyncHandler = handler;
   }
@@ -581,6 +628,12 @@ export class RedisBroker implements Broker {
     const offset = Number(payload.slice(0, Math.max(0, first)));
     if (first <= 0 || second <= first + 1 || !Number.isSafeInteger(offset) || offset < 1) {
       this.dropped('invalid_position', channel, payload);
+      return;
+    }
+    const early = this.early.get(channel);
+    if (early !== undefined && offset <= early.offset && payload.slice(first + 1, second) === early.epoch) {
+      // This node's own publish, already delivered from the script's reply.
+      if (offset === early.offset) this.early.delete(channel);
       return;
     }
     let message: Delivery['message'];

@@ -124,6 +124,15 @@ export interface Broker {
   /** Called for every message published on a subscribed channel, in offset order per channel. */
   onDelivery(handler: (delivery: Delivery) => void): void;
   /**
+   * Offered this node's own publishes to subscribed channels as soon as the
+   * broker has their positions, before the publisher is answered and before
+   * their copy comes back through Redis. The handler answers whether it
+   * delivered one (it takes it only when it is next in order); the broker
+   * then drops that copy, and the copy is delivered as usual otherwise.
+   * Absent where deliveries are already synchronous (memory).
+   */
+  onOwnDelivery?(handler: (delivery: Delivery) => boolean): void;
+  /**
    * Called when the subscription came back after an interruption: deliveries
    * may have been missed and the subscriber should catch up from history.
    */

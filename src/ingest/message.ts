@@ -146,6 +146,18 @@ export interface Message {
   readonly exceptSockets?: readonly string[] | undefined;
 }
 
+/** The message a publication delivers: its data parsed (`value`, when the caller has it already). */
+export function messageOf(p: Publication, value: unknown = JSON.parse(p.data)): Message {
+  return {
+    id: p.id,
+    event: p.event,
+    data: value,
+    ts: p.ts,
+    except: p.except,
+    exceptSockets: p.exceptSockets,
+  };
+}
+
 /** Encoded once per publish and shared by every channel it targets; `d` stays last so data is never re-encoded. */
 export function encodePublication(p: Publication): string {
   const except = p.except && p.except.length > 0 ? `,"x":${JSON.stringify(p.except)}` : '';

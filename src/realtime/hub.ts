@@ -87,6 +87,7 @@ export class Hub {
     private readonly dropped: DropReporter = () => {},
   ) {
     broker.onDelivery((d) => this.receive(d));
+    broker.onOwnDelivery?.((d) => this.receiveOwn(d));
     broker.onResync(() => void this.resync());
     const adapter = io.of('/').adapter;
     adapter.on('leave-room', (room: string, id: string) => {
@@ -380,6 +381,30 @@ export class Hub {
       return;
     }
     this.process(state, d);
+  }
+
+  /**
+   * This node's own publish, from the broker before its copy comes back
+   * through Redis: delivered only when it is exactly the next message of a
+   * settled channel (same epoch, nothing held back or being filled), so it
+   * can never reorder, skip or renew anything; otherwise the copy does it all.
+   */
+  private receiveOwn(d: Delivery): boolean {
+    const state = this.channels.get(d.channel);
+    if (
+      state === undefined ||
+      state.ready !== undefined ||
+      state.filling !== undefined ||
+      state.holds > 0 ||
+      (state.pending !== undefined && state.pending.length > 0) ||
+      d.epoch !== state.epoch ||
+      d.offset !== state.delivered + 1
+    ) {
+      return false;
+    }
+    this.metrics.ingestLag.observe(Math.max(0, Date.now() - d.message.ts) / 1000);
+    this.emit(state, d.offset, d.epoch, d.message);
+    return true;
   }
 
   private process(state: ChannelState, d: Delivery): void {

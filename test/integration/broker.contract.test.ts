@@ -246,6 +246,60 @@ describe('redis broker', () => {
     subscriber.disconnect();
   });
 
+  it('offers its own publish to the hub before answering; drops the copy from Redis only when it was taken', async () => {
+    const url = new URL(redis.url);
+    const command = createRedis(url, 'command', log);
+    const subscriber = createRedis(url, 'subscriber', log);
+    await waitFor(() => command.status === 'ready' && subscriber.status === 'ready');
+    const broker = createBroker({
+      kind: 'redis',
+      retention,
+      idempotencyMs: 60_000,
+      command,
+      subscriber,
+      names: redisNames('own'),
+      log,
+    });
+    const events: string[] = [];
+    const offered: Delivery[] = [];
+    // The hub takes an own publish only when it is next in order: here every odd offset.
+    broker.onOwnDelivery!((d) => {
+      offered.push(d);
+      events.push(`offered ${d.channel} ${d.offset}`);
+      return d.offset % 2 === 1;
+    });
+    broker.onDelivery((d) => events.push(`copy ${d.channel} ${d.offset}`));
+    await broker.subscribe('mine');
+    for (let i = 1; i <= 4; i++) {
+      const written = broker.publishCounted!(pub('tick', { i }), ['mine', 'elsewhere']);
+      const { positions } = await written!;
+      events.push(`answered ${positions[0]!.offset}`);
+    }
+    // A repeated idempotent id answers its first position: not offered again, its copy went out then.
+    const p = pub('again', { i: 5 });
+    const item = { publication: p, channels: ['mine'], idempotent: true };
+    await broker.publishManyCounted!([item]);
+    await broker.publishManyCounted!([item]);
+    await waitFor(() => events.filter((e) => e.startsWith('copy')).length >= 3);
+    await sleep(100);
+    expect(events.filter((e) => !e.startsWith('copy'))).toEqual([
+      'offered mine 1',
+      'answered 1',
+      'offered mine 2',
+      'answered 2',
+      'offered mine 3',
+      'answered 3',
+      'offered mine 4',
+      'answered 4',
+    ]);
+    // Taken (odd): no copy. Declined (even) and the idempotent one: their copy, once.
+    expect(events.filter((e) => e.startsWith('copy'))).toEqual(['copy mine 2', 'copy mine 4', 'copy mine 5']);
+    expect(offered[2]!.message).toMatchObject({ event: 'tick', data: { i: 3 } });
+    expect(offered[2]!.epoch).toBe(offered[0]!.epoch);
+    command.disconnect();
+    subscriber.disconnect();
+  });
+
   it('keeps a channel subscribed while its subscriber connection is still being set up', async () => {
     // A node subscribes as soon as its command connection is ready, which may
     // be before the subscriber connection is: that SUBSCRIBE must not be lost.

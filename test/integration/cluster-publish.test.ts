@@ -2,8 +2,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connectClient, type TestClient } from '../helpers/clients.js';
 import { KEY, token } from '../helpers/env.js';
 import { post } from '../helpers/http.js';
+import { scrape } from '../helpers/metrics.js';
 import { type RelayNode, startInProcess } from '../helpers/nodes.js';
 import { type RedisServer, startRedis } from '../helpers/redis.js';
+import { sleep } from '../helpers/wait.js';
 
 // A cluster publish without an id is written and counted in one step
 // (Ingest.publishCounted); one with an id goes through the batch path. Both
@@ -62,6 +64,33 @@ describe('cluster publish answer', () => {
     expect(answers[2]!.body.id).toBe('with-an-id');
     const got = await alice1.waitForEvent('bid', 3);
     expect(got.map((e) => e.meta!.id)).toEqual(answers.map((r) => r.body.id));
+  });
+
+  it('delivers publishes made on both nodes at once to one channel once each, in offset order, on both nodes', async () => {
+    // A node hands its own publishes to its sockets from the script's reply, before their copy
+    // comes back through Redis; the other node's publishes to the channel come only as copies.
+    const watchers = [await connect(a.url, 'wa', ['room:9']), await connect(b.url, 'wb', ['room:9'])];
+    const ids: string[] = [];
+    const send = async (url: string, k: number) => {
+      const res = await post(`${url}/v1/publish`, { event: 'tick', data: { k }, channels: ['room:9'] });
+      expect(res.status).toBe(200);
+      ids.push(res.body.id as string);
+    };
+    for (let round = 0; round < 10; round++) {
+      await Promise.all(
+        Array.from({ length: 40 }, (_, i) => send(i % 2 === 0 ? a.url : b.url, round * 40 + i)),
+      );
+    }
+    for (const w of watchers) {
+      const got = await w.waitForEvent('tick', 400);
+      await sleep(200);
+      const ticks = w.events('tick');
+      expect(ticks.map((e) => e.meta!.offset)).toEqual(Array.from({ length: 400 }, (_, i) => i + 1));
+      expect(new Set(got.map((e) => e.meta!.id))).toEqual(new Set(ids));
+    }
+    for (const n of [a, b]) {
+      expect((await scrape(n.url)).value('pushrelay_delivery_duplicates_dropped_total')).toBe(0);
+    }
   });
 
   it('counts the sockets of a node that has just joined', async () => {
