@@ -213,7 +213,8 @@ describe('redis broker', () => {
 
   contract('redis', () => redisHarness(() => new URL(redis.url), 't'));
 
-  it('with replicas to wait for and none in sync: answers 503 and fans nothing out', async () => {
+  /** A broker on its own connections and key prefix, once both connections are up. */
+  async function readyBroker(prefix: string, durability?: { replicas: number; timeoutMs: number }) {
     const url = new URL(redis.url);
     const command = createRedis(url, 'command', log);
     const subscriber = createRedis(url, 'subscriber', log);
@@ -224,10 +225,15 @@ describe('redis broker', () => {
       idempotencyMs: 60_000,
       command,
       subscriber,
-      names: redisNames('waiting'),
+      names: redisNames(prefix),
       log,
-      durability: { replicas: 1, timeoutMs: 50 },
+      ...(durability ? { durability } : {}),
     });
+    return { broker, command, subscriber };
+  }
+
+  it('with replicas to wait for and none in sync: answers 503 and fans nothing out', async () => {
+    const { broker, command, subscriber } = await readyBroker('waiting', { replicas: 1, timeoutMs: 50 });
     const seen: Delivery[] = [];
     broker.onDelivery((d) => seen.push(d));
     await broker.subscribe('w');
@@ -247,19 +253,7 @@ describe('redis broker', () => {
   });
 
   it('offers its own publish to the hub before answering; drops the copy from Redis only when it was taken', async () => {
-    const url = new URL(redis.url);
-    const command = createRedis(url, 'command', log);
-    const subscriber = createRedis(url, 'subscriber', log);
-    await waitFor(() => command.status === 'ready' && subscriber.status === 'ready');
-    const broker = createBroker({
-      kind: 'redis',
-      retention,
-      idempotencyMs: 60_000,
-      command,
-      subscriber,
-      names: redisNames('own'),
-      log,
-    });
+    const { broker, command, subscriber } = await readyBroker('own');
     const events: string[] = [];
     const offered: Delivery[] = [];
     const copies: number[] = [];
