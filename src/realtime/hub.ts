@@ -55,6 +55,11 @@ interface ChannelState {
   linger: NodeJS.Timeout | undefined;
 }
 
+/** Live deliveries wait (in `pending`) behind a subscribe, a gap fill or a recovery reading history. */
+function held(state: ChannelState): boolean {
+  return state.ready !== undefined || state.filling !== undefined || state.holds > 0;
+}
+
 /** Entries read per history request while filling a gap. */
 const FILL_BATCH = 1000;
 /** How long a node stays subscribed to a channel after its last socket left (reconnects are common). */
@@ -375,7 +380,7 @@ export class Hub {
     const state = this.channels.get(d.channel);
     if (state === undefined) return;
     this.metrics.ingestLag.observe(Math.max(0, Date.now() - d.message.ts) / 1000);
-    if (state.ready !== undefined || state.filling || state.holds > 0) {
+    if (held(state)) {
       state.pending ??= [];
       state.pending.push(d);
       return;
@@ -393,10 +398,8 @@ export class Hub {
     const state = this.channels.get(d.channel);
     if (
       state === undefined ||
-      state.ready !== undefined ||
-      state.filling !== undefined ||
-      state.holds > 0 ||
-      (state.pending !== undefined && state.pending.length > 0) ||
+      held(state) ||
+      state.pending !== undefined ||
       d.epoch !== state.epoch ||
       d.offset !== state.delivered + 1
     ) {
@@ -528,7 +531,7 @@ export class Hub {
 
   /** Processes deliveries held back, stopping if one of them starts a new gap fill. */
   private drain(state: ChannelState): void {
-    while (state.pending !== undefined && state.ready === undefined && !state.filling && state.holds === 0) {
+    while (state.pending !== undefined && !held(state)) {
       const d = state.pending.shift()!;
       if (state.pending.length === 0) state.pending = undefined;
       this.process(state, d);
