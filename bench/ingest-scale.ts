@@ -20,6 +20,7 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { cpus, loadavg, totalmem } from 'node:os';
 import { resolve } from 'node:path';
+import { INGEST_ACTIVE_MS } from '../test/helpers/ingest.js';
 import { scrape } from '../test/helpers/metrics.js';
 import { type RelayNode, startProcess } from '../test/helpers/nodes.js';
 import { type RedisServer, startRedis } from '../test/helpers/redis.js';
@@ -132,7 +133,7 @@ async function measure(mode: Mode, size: number): Promise<Run> {
         what: 'every node a member',
       },
     );
-    await sleep(7500);
+    await sleep(INGEST_ACTIVE_MS);
     if (mode === 'stream') {
       await waitFor(
         async () => {

@@ -1,5 +1,6 @@
 import { Redis } from 'ioredis';
 import { afterEach, describe, expect, it } from 'vitest';
+import { INGEST_ACTIVE_MS } from '../helpers/ingest.js';
 import { scrape } from '../helpers/metrics.js';
 import { type RelayNode, startProcess } from '../helpers/nodes.js';
 import { type RedisServer, startRedis } from '../helpers/redis.js';
@@ -290,7 +291,7 @@ describe('publishing through Redis under faults', () => {
     cleanup.push(() => {
       for (const s of subs) s.close();
     });
-    await sleep(7500); // every node active
+    await sleep(INGEST_ACTIVE_MS); // every node active
     const publisher = redis.client();
     const sentAt: number[] = [];
     const kills: number[] = [];
@@ -317,7 +318,7 @@ describe('publishing through Redis under faults', () => {
       cleanup.push(() => again.stop());
       nodes[k] = again;
       up.add(again);
-      await sleep(8000); // active again before the next kill
+      await sleep(INGEST_ACTIVE_MS + 500); // active again before the next kill
     }
     publishing = false;
     await pub;

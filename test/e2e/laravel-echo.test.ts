@@ -1,9 +1,9 @@
 import { resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ACTIVATION_DELAY_MS, CLAIM_AFTER_MS } from '../../src/ingest/sources/membership.js';
 import { launchBrowser, SCREENSHOTS } from '../helpers/browser.js';
 import { READ_KEY } from '../helpers/env.js';
 import { get, post } from '../helpers/http.js';
+import { INGEST_SETTLED_MS } from '../helpers/ingest.js';
 import {
   channelHas,
   type EchoClient,
@@ -65,7 +65,7 @@ describe('Laravel Echo across three nodes', () => {
     await waitFor(async () => (await scrape(a.url)).value('pushrelay_ingest_members') === 3, {
       what: 'three ingest members',
     });
-    settled = Date.now() + ACTIVATION_DELAY_MS + CLAIM_AFTER_MS + 1500;
+    settled = Date.now() + INGEST_SETTLED_MS;
   });
   afterAll(async () => {
     for (const t of tabs) t.close();

@@ -6,6 +6,7 @@ import { buildApp } from '../../src/app.js';
 import { loadConfig } from '../../src/config/index.js';
 import { connectClient, type TestClient } from '../helpers/clients.js';
 import { testEnv, token } from '../helpers/env.js';
+import { INGEST_ACTIVE_MS } from '../helpers/ingest.js';
 import { scrape } from '../helpers/metrics.js';
 import { startInProcess } from '../helpers/nodes.js';
 import { type RedisServer, startRedis } from '../helpers/redis.js';
@@ -49,7 +50,7 @@ describe('raw pub/sub ingest', () => {
     const numsub = async () =>
       ((await r.call('PUBSUB', 'NUMSUB', `${prefix}:publish`)) as [string, number])[1];
     await waitFor(async () => (await numsub()) === 3);
-    // A node starts handling its share once every node has seen it join (seven seconds).
+    // A node starts handling its share once every node has seen it join (ACTIVATION_DELAY_MS).
     await waitFor(
       async () =>
         (await Promise.all(list.map((n) => scrape(n.url)))).every(
@@ -59,7 +60,7 @@ describe('raw pub/sub ingest', () => {
         what: 'three members everywhere',
       },
     );
-    await sleep(7500);
+    await sleep(INGEST_ACTIVE_MS);
     const alice = await client(list[1]!.url, 'alice');
     const before = await Promise.all(list.map((n) => published(n.url)));
     const count = 300;
@@ -91,7 +92,7 @@ describe('raw pub/sub ingest', () => {
     const b = await startInProcess(env);
     cleanup.push(() => Promise.all([a.stop(), b.stop()]));
     const bob = await client(a.url, 'bob');
-    await sleep(7500); // b active
+    await sleep(INGEST_ACTIVE_MS); // b active
     await b.stop();
     // Published from the moment the close returned: a has taken b's share over (b left the set and kept
     // handling its share while a learnt it).

@@ -3,10 +3,10 @@ import { resolve } from 'node:path';
 import { promisify } from 'node:util';
 import type { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ACTIVATION_DELAY_MS, CLAIM_AFTER_MS } from '../../src/ingest/sources/membership.js';
 import { connectClient, type TestClient } from '../helpers/clients.js';
 import { token } from '../helpers/env.js';
 import { post } from '../helpers/http.js';
+import { INGEST_SETTLED_MS } from '../helpers/ingest.js';
 import { scrape } from '../helpers/metrics.js';
 import { type RelayNode, startInProcess, startProcess } from '../helpers/nodes.js';
 import { type RedisServer, startRedis } from '../helpers/redis.js';
@@ -179,11 +179,8 @@ describe('ActionCable broadcasts to one stream, two relay processes', () => {
     await waitFor(async () => (await scrape(nodes[0]!.url)).value('pushrelay_ingest_members') === 2, {
       what: 'both nodes sharing raw ingest',
     });
-    // A node joining takes its share ACTIVATION_DELAY_MS after it joined, and around that switch the
-    // old and the new owner both claim messages one by one, whichever is first (membership.ts): the
-    // order of one stream holds only past CLAIM_AFTER_MS after it, when each node handles exactly
-    // what it owns. The join was at most a heartbeat before node 0 counted it.
-    await sleep(ACTIVATION_DELAY_MS + CLAIM_AFTER_MS + 1500);
+    // Past the switch and its claim window each node handles exactly what it owns (helpers/ingest.ts).
+    await sleep(INGEST_SETTLED_MS);
   }, 45_000);
   afterAll(async () => {
     await Promise.all(nodes.map((n) => n.stop()));
