@@ -224,6 +224,14 @@ function globEscape(s: string): string {
  */
 const ROOM_STALE_MS = 250;
 
+/**
+ * A node that finds a key leased by another looks at it again after at most
+ * this long. Deferring it to the lease's end could outlast the holder's ack
+ * (their writes race), leaving events queued behind that delivery waiting for
+ * a lease that is long gone.
+ */
+const HELD_RECHECK_MS = 1000;
+
 /** How long a claim is held: past the delivery timeout, so two nodes never deliver one key at once. */
 export function leaseMs(timeoutMs: number): number {
   return timeoutMs + 5000;
@@ -433,7 +441,11 @@ export class RedisWebhookQueue implements WebhookQueue {
         } else if (status === 0) {
           await this.settle(endpoint, key);
         } else if (status === -1) {
-          await this.redis.zadd(due, 'XX', 'GT', now + Math.max(0, Number(reply[1])), key);
+          // Held by another node: looked at again soon, not when its lease ends. This write
+          // can land after the holder's ack set the key due at once (another round trip, and on
+          // a Cluster another slot), so what it defers must stay short.
+          const wait = Math.min(Math.max(0, Number(reply[1])), HELD_RECHECK_MS);
+          await this.redis.zadd(due, 'XX', 'GT', now + wait, key);
         } else {
           await this.redis.zadd(due, 'XX', Number(reply[1]), key);
         }

@@ -441,6 +441,31 @@ describe('redis', () => {
     await redis?.stop();
   });
   redisDriver('redis', () => ready(createRedis(new URL(redis.url), 'command', log)));
+
+  it('a node that finds a key leased by another looks again within a second, not at the lease’s end', async () => {
+    // Its deferral can land after the holder's ack made the key due (two round trips racing): an event
+    // queued behind that delivery then waited for the whole lease (CI: member.added 10 s late).
+    const client = await ready(createRedis(new URL(redis.url), 'command', log));
+    try {
+      const names = redisNames(`wl${++prefixes}`);
+      const [q1, q2] = [client, client].map((c) =>
+        createWebhookQueue({ kind: 'redis', redis: c, names, leaseMs: 15_000, ...LIMITS }),
+      ) as [WebhookQueue, WebhookQueue];
+      await q1.enqueue([E], 'room:1', item('{"n":1}'));
+      const [held] = await q1.claim(E, Date.now(), 10, 10);
+      expect(held).toBeDefined();
+      await q1.enqueue([E], 'room:1', item('{"n":2}'));
+      const looked = Date.now();
+      expect(await q2.claim(E, looked, 10, 10)).toEqual([]);
+      const score = Number(await client.zscore(names.webhookDue(E), 'room:1'));
+      expect(score).toBeLessThanOrEqual(looked + 1000);
+      await q1.ack(held!);
+      const [next] = await q2.claim(E, Date.now(), 10, 10);
+      expect(jsons(next!.items)).toEqual(['{"n":2}']);
+    } finally {
+      client.disconnect();
+    }
+  });
 });
 
 describe('redis cluster', () => {
