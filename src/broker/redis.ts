@@ -140,6 +140,9 @@ return e
 /** Channels one shared script call carries at most; past it the queue is written at once. */
 const MAX_CALL_CHANNELS = 2000;
 
+/** Delivery channels one SUBSCRIBE or UNSUBSCRIBE names at most. */
+const MAX_SUBSCRIPTION_BATCH = 1000;
+
 type RawEntry = [string, string[]];
 type ReadReply = [string, number, RawEntry[], number];
 
@@ -153,6 +156,14 @@ type ScriptedRedis = Redis & RelayCommands;
 
 /** A publication with its encoding: what one script call carries. */
 type Encoded = PublishItem & { readonly payload: string };
+
+/** A subscription change waiting for this turn's command. */
+interface SubscriptionChange {
+  readonly kind: 'subscribe' | 'unsubscribe';
+  readonly name: string;
+  resolve(): void;
+  reject(err: unknown): void;
+}
 
 /** A caller of publishManyCounted waiting for this turn's script call. */
 interface QueuedCall {
@@ -200,6 +211,8 @@ export class RedisBroker implements Broker {
   private queued: (QueuedCall | QueuedOne)[] = [];
   private queuedChannels = 0;
   private flushing = false;
+  /** Subscription changes asked for this turn, in order, for one command per run of the same kind. */
+  private subscriptionChanges: SubscriptionChange[] = [];
 
   constructor(
     cmd: Redis,
@@ -504,7 +517,9 @@ export class RedisBroker implements Broker {
   async subscribe(channel: string): Promise<void> {
     this.subscribedChannels.add(channel);
     const name = this.names.deliver(channel);
-    await this.run(() => (this.sharded ? this.sub.ssubscribe(name) : this.sub.subscribe(name)));
+    await this.run(() =>
+      this.sharded ? this.sub.ssubscribe(name) : this.changeSubscription('subscribe', name),
+    );
   }
 
   async unsubscribe(channel: string): Promise<void> {
@@ -512,7 +527,47 @@ export class RedisBroker implements Broker {
     this.early.delete(channel);
     const name = this.names.deliver(channel);
     // Queued while Redis is away, so ioredis does not resubscribe it on reconnect.
-    await (this.sharded ? this.sub.sunsubscribe(name) : this.sub.unsubscribe(name)).catch(() => {});
+    await (this.sharded ? this.sub.sunsubscribe(name) : this.changeSubscription('unsubscribe', name)).catch(
+      () => {},
+    );
+  }
+
+  /**
+   * Subscribes or unsubscribes a delivery channel together with the other
+   * changes of this turn. Channels come and go in bursts (a node's clients
+   * reconnecting after a deploy, hundreds of channels lingering out at once),
+   * and one command each meant one write each: 500 channels leaving held the
+   * event loop for tens of milliseconds. Changes are sent in the order asked,
+   * one command per run of the same kind, so an unsubscribe and a subscribe of
+   * one channel in the same turn still end subscribed. (Redis Cluster's
+   * sharded commands take one slot per command and are sent one by one.)
+   */
+  private changeSubscription(kind: SubscriptionChange['kind'], name: string): Promise<void> {
+    return new Promise((resolve, reject) => {
+      if (this.subscriptionChanges.length === 0) setImmediate(() => this.sendSubscriptionChanges());
+      this.subscriptionChanges.push({ kind, name, resolve, reject });
+    });
+  }
+
+  private sendSubscriptionChanges(): void {
+    const changes = this.subscriptionChanges;
+    this.subscriptionChanges = [];
+    for (let from = 0; from < changes.length; ) {
+      const kind = changes[from]!.kind;
+      let to = from + 1;
+      while (to < changes.length && changes[to]!.kind === kind && to - from < MAX_SUBSCRIPTION_BATCH) to++;
+      const run = changes.slice(from, to);
+      const names = run.map((c) => c.name);
+      (kind === 'subscribe' ? this.sub.subscribe(...names) : this.sub.unsubscribe(...names)).then(
+        () => {
+          for (const c of run) c.resolve();
+        },
+        (err: unknown) => {
+          for (const c of run) c.reject(err);
+        },
+      );
+      from = to;
+    }
   }
 
   async positions(channels: readonly string[]): Promise<ChannelTop[]> {

@@ -65,6 +65,19 @@ function contract(name: string, harness: () => Harness) {
       expect(deliveries).toHaveLength(20);
     });
 
+    it('subscribes and unsubscribes hundreds of channels at once, in the order asked', async () => {
+      const many = Array.from({ length: 300 }, (_, i) => `burst:${i}`);
+      await Promise.all(many.map((c) => broker.subscribe(c)));
+      // Half leave; one of them comes back in the same turn, after its leave: it must stay subscribed.
+      const leaving = many.filter((_, i) => i % 2 === 1);
+      await Promise.all([...leaving.map((c) => broker.unsubscribe(c)), broker.subscribe('burst:1')]);
+      const staying = [...many.filter((_, i) => i % 2 === 0), 'burst:1'];
+      for (const c of many) await broker.publish(pub('b', { c }), [c], false);
+      await waitFor(() => deliveries.length >= staying.length);
+      await sleep(100);
+      expect(deliveries.map((d) => d.channel).sort()).toEqual([...staying].sort());
+    });
+
     it('keeps concurrent publishes to one channel in offset order for subscribers', async () => {
       await broker.subscribe('busy');
       await Promise.all(Array.from({ length: 50 }, () => broker.publish(pub(), ['busy'], false)));
@@ -304,6 +317,31 @@ describe('redis broker', () => {
     expect(copies).toEqual([5, 6]);
     expect(offered[2]!.message).toMatchObject({ event: 'tick', data: { i: 3 } });
     expect(offered[2]!.epoch).toBe(offered[0]!.epoch);
+    command.disconnect();
+    subscriber.disconnect();
+  });
+
+  it('sends the channels that come or go in one turn as one SUBSCRIBE and one UNSUBSCRIBE', async () => {
+    // 500 channels lingering out at once used to be 500 writes, holding the event loop for tens of ms.
+    const { broker, command, subscriber } = await readyBroker('burst');
+    const admin = redis.client();
+    const calls = async (name: string) => {
+      const m = new RegExp(`cmdstat_${name}:calls=(\\d+)`).exec(await admin.info('commandstats'));
+      return Number(m?.[1] ?? 0);
+    };
+    const channels = Array.from({ length: 500 }, (_, i) => `c${i}`);
+    const [subscribes, unsubscribes] = [await calls('subscribe'), await calls('unsubscribe')];
+    await Promise.all(channels.map((c) => broker.subscribe(c)));
+    expect(await calls('subscribe')).toBe(subscribes + 1);
+    const got: string[] = [];
+    broker.onDelivery((d) => got.push(d.channel));
+    await broker.publish(pub(), ['c0', 'c499'], false);
+    await waitFor(() => got.length === 2);
+    await Promise.all(channels.map((c) => broker.unsubscribe(c)));
+    expect(await calls('unsubscribe')).toBe(unsubscribes + 1);
+    await broker.publish(pub(), ['c0', 'c499'], false);
+    await sleep(100);
+    expect(got).toHaveLength(2);
     command.disconnect();
     subscriber.disconnect();
   });
