@@ -32,9 +32,6 @@ interface IdempotencyEntry {
   readonly expires: number;
 }
 
-/** publishNow() without a parsed value: delivery parses `publication.data`. */
-const UNPARSED: unique symbol = Symbol('unparsed');
-
 const UNBORN: ChannelTop = { offset: 0, epoch: UNBORN_EPOCH, lastTs: 0 };
 
 /** How long an idle channel keeps its epoch and offset when nobody is subscribed. */
@@ -80,7 +77,7 @@ export class MemoryBroker implements Broker {
     channels: readonly string[],
     idempotent: boolean,
     key: string = publication.id,
-    value: unknown = UNPARSED,
+    value?: unknown,
   ): Position[] {
     const text = encodePublication(publication);
     const now = this.now();
@@ -108,7 +105,7 @@ export class MemoryBroker implements Broker {
       if (idempotent) this.idempotency.set(marker, { position, expires: now + this.idempotencyMs });
       if (this.subscribed.has(channel)) {
         // Built from the publication this node just validated: no parse of its own encoding.
-        message ??= value === UNPARSED ? messageOf(publication) : messageOf(publication, value);
+        message ??= messageOf(publication, value);
         this.deliveryHandler({ channel, offset: position.offset, epoch: position.epoch, message });
       }
     }

@@ -178,6 +178,8 @@ interface QueuedCall {
 /** A caller of publishCounted: its one publication is also what the script call carries. */
 interface QueuedOne extends Encoded {
   readonly one: true;
+  /** publication.data already parsed, when the caller had it. */
+  readonly value: unknown;
   resolve(result: { positions: Position[]; counts: string[][] }): void;
   reject(err: unknown): void;
 }
@@ -347,13 +349,24 @@ export class RedisBroker implements Broker {
   publishCounted(
     publication: Publication,
     channels: readonly string[],
+    value?: unknown,
   ): Promise<{ positions: Position[]; counts: string[][] }> | undefined {
     if (this.sharded || this.durability.replicas > 0) return undefined;
     if (channels.length === 0) return Promise.resolve({ positions: [], counts: [] });
     const payload = encodePublication(publication);
     return new Promise((resolve, reject) => {
       this.enqueue(
-        { one: true, publication, channels, idempotent: false, key: undefined, payload, resolve, reject },
+        {
+          one: true,
+          publication,
+          channels,
+          idempotent: false,
+          key: undefined,
+          payload,
+          value,
+          resolve,
+          reject,
+        },
         channels.length,
       );
     });
@@ -390,7 +403,7 @@ export class RedisBroker implements Broker {
           if (c.one) {
             const share = shareOf(flat, next, c.channels.length);
             next += 2 * c.channels.length;
-            this.deliverOwn(c.publication, c.channels, share.positions);
+            this.deliverOwn(c.publication, c.channels, share.positions, c.value);
             c.resolve(share);
             continue;
           }
@@ -423,6 +436,7 @@ export class RedisBroker implements Broker {
     publication: Publication,
     channels: readonly string[],
     positions: readonly Position[],
+    value?: unknown,
   ): void {
     const handler = this.ownHandler;
     if (handler === undefined) return;
@@ -432,7 +446,7 @@ export class RedisBroker implements Broker {
       if (!this.subscribedChannels.has(channel)) continue;
       const position = positions[i]!;
       try {
-        message ??= messageOf(publication);
+        message ??= messageOf(publication, value);
         if (handler({ channel, offset: position.offset, epoch: position.epoch, message })) {
           this.early.set(channel, position);
         }

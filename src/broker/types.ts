@@ -101,6 +101,8 @@ export interface Broker {
   publishCounted?(
     publication: Publication,
     channels: readonly string[],
+    /** The publication's data already parsed, when the caller has it: this node's own sockets get it unparsed again. */
+    value?: unknown,
   ): Promise<{ positions: Position[]; counts: (readonly string[])[] }> | undefined;
   /** Starts receiving deliveries for a channel on this node; resolves once none can be missed. */
   subscribe(channel: string): Promise<void>;

@@ -162,8 +162,7 @@ export class Ingest {
       const publication = publicationOf(plan);
       const { users } = plan;
       const targets = targetsOf(plan);
-      const value = body.data === undefined ? null : body.data;
-      const positions = broker.publishNow(publication, targets, false, undefined, value);
+      const positions = broker.publishNow(publication, targets, false, undefined, dataValue(body));
       // Counted after the fan-out, as publish() does. The targets are exactly
       // the channels publish() counts here (no audience, no broadcast), each
       // once: users are unique, channels too and never in the user namespace.
@@ -208,7 +207,7 @@ export class Ingest {
     }
     const publication = publicationOf(plan);
     const targets = targetsOf(plan);
-    const written = broker.publishCounted(publication, targets);
+    const written = broker.publishCounted(publication, targets, dataValue(body));
     if (written === undefined) {
       // The deployment cannot (Redis Cluster, waiting for replicas): not asked again.
       this.countedUnavailable = true;
@@ -563,4 +562,9 @@ function digest(
     [...except].sort(),
   ]);
   return createHash('sha256').update(text).digest('base64url');
+}
+
+/** A publish's data as its encoding carries it (absent is null), for brokers that deliver it without parsing it again. */
+function dataValue(body: PublishBody): unknown {
+  return body.data === undefined ? null : body.data;
 }
