@@ -83,29 +83,24 @@ export async function startSentinels(): Promise<SentinelSetup> {
   // A failover needs each sentinel to know the replica and the other two.
   // They usually do within 3 s; under a loaded CI machine a sentinel may
   // flag the replica down for a while (down-after is 1 s), so the wait is
-  // long, and a timeout says what each sentinel saw last.
-  let seen = '';
-  try {
-    await waitFor(
-      async () => {
-        const views: string[] = [];
-        let ready = true;
-        for (const s of sentinels) {
-          const replicas = (await s.call('SENTINEL', 'REPLICAS', MASTER_NAME)) as string[][];
-          const others = (await s.call('SENTINEL', 'SENTINELS', MASTER_NAME)) as unknown[];
-          const flags = replicas.map((r) => `${r[r.indexOf('name') + 1]} ${r[r.indexOf('flags') + 1]}`);
-          views.push(`replicas [${flags.join(', ')}], ${others.length} other sentinels`);
-          const up = replicas.filter((r) => r[r.indexOf('flags') + 1] === 'slave');
-          if (up.length !== 1 || others.length !== 2) ready = false;
-        }
-        seen = views.join('; ');
-        return ready;
-      },
-      { timeoutMs: 30_000, intervalMs: 200, what: 'three sentinels that know the replica and each other' },
-    );
-  } catch (err) {
-    throw new Error(`${(err as Error).message}; last seen: ${seen || 'no answer'}`);
-  }
+  // long, and a timeout says (as waitFor's last error) what each saw last.
+  await waitFor(
+    async () => {
+      const views: string[] = [];
+      let ready = true;
+      for (const s of sentinels) {
+        const replicas = (await s.call('SENTINEL', 'REPLICAS', MASTER_NAME)) as string[][];
+        const others = (await s.call('SENTINEL', 'SENTINELS', MASTER_NAME)) as unknown[];
+        const flags = replicas.map((r) => `${r[r.indexOf('name') + 1]} ${r[r.indexOf('flags') + 1]}`);
+        views.push(`replicas [${flags.join(', ')}], ${others.length} other sentinels`);
+        const up = replicas.filter((r) => r[r.indexOf('flags') + 1] === 'slave');
+        if (up.length !== 1 || others.length !== 2) ready = false;
+      }
+      if (!ready) throw new Error(`seen: ${views.join('; ')}`);
+      return true;
+    },
+    { timeoutMs: 30_000, intervalMs: 200, what: 'three sentinels that know the replica and each other' },
+  );
 
   return {
     servers: [master, replica],
