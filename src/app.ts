@@ -37,7 +37,7 @@ import { counterTotal, createMetrics, type Metrics } from './metrics/index.js';
 import { Sampler } from './metrics/samples.js';
 import { createPresence, type LocalMembership, presenceChannels } from './presence/index.js';
 import { Admission } from './realtime/admission.js';
-import { watchSlowConsumers } from './realtime/backpressure.js';
+import { SlowConsumerWatch } from './realtime/backpressure.js';
 import { UserControl } from './realtime/control.js';
 import type { RelayServer } from './realtime/events.js';
 import { disconnect, Hub, memberOf } from './realtime/hub.js';
@@ -270,7 +270,8 @@ export async function buildApp(
     maxPayloadBytes: config.maxPayloadBytes,
     onOffline: webhooks ? (users, publication) => webhooks.undelivered(users, publication) : undefined,
   });
-  const hub = new Hub(io, broker, presence, metrics, log, dropped);
+  const slowConsumers = new SlowConsumerWatch(io, config.socketBufferBytes, metrics, log);
+  const hub = new Hub(io, broker, presence, metrics, log, dropped, slowConsumers.noteBacklog);
   hub.replayLimit = (channel) => Math.max(1, config.namespace(channel).historySize);
   if (redis) hub.setupTimeoutMs = config.redisTimeoutMs;
   hub.retentionTtl = (channel) => config.namespace(channel).historyTtl;
@@ -287,7 +288,6 @@ export async function buildApp(
     echo,
     admit: (socket) => admission.socket(socket),
   });
-  const stopWatchingConsumers = watchSlowConsumers(io, config.socketBufferBytes, metrics, log);
 
   registerBodyParsers(http, config.maxJsonDepth);
   registerErrorHandlers(http, metrics, config.maxPayloadBytes);
@@ -488,7 +488,7 @@ export async function buildApp(
         draining = true;
         hub.close();
         sampler.stop();
-        stopWatchingConsumers();
+        slowConsumers.stop();
         webhooks?.close();
         await sources.stop();
         for (const socket of nsp.sockets.values()) socket.disconnect(true);

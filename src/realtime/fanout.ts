@@ -34,6 +34,7 @@ interface Transport {
   /** The ws WebSocket of a WebSocket transport. */
   readonly socket?: {
     readonly readyState: number;
+    readonly bufferedAmount: number;
     readonly _sender?: { sendFrame(list: Buffer[], cb?: () => void): void };
   };
 }
@@ -49,12 +50,16 @@ interface EngineSocket {
  * Emits `args` (event name first) to the sockets of this node in any of
  * `rooms`, except those in any of `except` (rooms, a socket's id being its own
  * room): what `io.local.to(rooms).except(except).emit(...args)` does.
+ * `backlogged` hears of each socket a direct frame left bytes waiting in (the
+ * kernel did not take it all): the slow-consumer watch's cue, as engine.io's
+ * `packetCreate` is for everything else.
  */
 export function fanOut(
   io: RelayServer,
   rooms: readonly string[],
   except: readonly string[],
   args: readonly unknown[],
+  backlogged: (socket: RelaySocket) => void = () => {},
 ): void {
   const nsp = io.of('/');
   const all = nsp.adapter.rooms;
@@ -91,6 +96,7 @@ export function fanOut(
       transport.name === 'websocket'
     ) {
       sender.sendFrame(frame);
+      if (ws!.bufferedAmount > 0) backlogged(socket);
     } else {
       conn.write(text, options);
     }

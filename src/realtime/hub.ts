@@ -90,6 +90,8 @@ export class Hub {
     private readonly metrics: Metrics,
     private readonly log: Logger,
     private readonly dropped: DropReporter = () => {},
+    /** Told of each socket a delivery left bytes waiting in (the slow-consumer watch). */
+    private readonly backlogged: (socket: RelaySocket) => void = () => {},
   ) {
     broker.onDelivery((d) => this.receive(d));
     broker.onOwnDelivery?.((d) => this.receiveOwn(d));
@@ -456,7 +458,13 @@ export class Hub {
       // Echo sockets take the same message in their own shape: emit(event, channel, data).
       // Each shape is encoded only when this node has sockets speaking it.
       if ((rooms.get(ECHO_ROOM)?.size ?? 0) > 0) {
-        fanOut(this.io, to, [...except, NATIVE_ROOM], [message.event, state.name, message.data]);
+        fanOut(
+          this.io,
+          to,
+          [...except, NATIVE_ROOM],
+          [message.event, state.name, message.data],
+          this.backlogged,
+        );
       }
       if ((rooms.get(NATIVE_ROOM)?.size ?? 0) > 0) {
         fanOut(
@@ -464,10 +472,17 @@ export class Hub {
           to,
           [...except, ECHO_ROOM],
           [message.event, message.data, meta(state.name, offset, epoch, message)],
+          this.backlogged,
         );
       }
     } else {
-      fanOut(this.io, to, except, [message.event, message.data, meta(state.name, offset, epoch, message)]);
+      fanOut(
+        this.io,
+        to,
+        except,
+        [message.event, message.data, meta(state.name, offset, epoch, message)],
+        this.backlogged,
+      );
     }
     const reached = rooms.get(state.name)?.size ?? 0;
     this.metrics.deliveries.inc(reached);

@@ -23,6 +23,33 @@ async function rawClient(url: string, jwt: string): Promise<{ ws: WebSocket; tcp
   return { ws, tcp: (ws as unknown as { _socket: NetSocket })._socket };
 }
 
+/**
+ * A Socket.IO client over HTTP long-polling, at the protocol level, so it can stop polling:
+ * the node then holds every packet for it in engine.io's write buffer.
+ */
+async function pollingClient(url: string, jwt: string) {
+  const base = `${url}/socket.io/?EIO=4&transport=polling`;
+  const open = await (await fetch(base)).text(); // 0{"sid":...}
+  const { sid } = JSON.parse(open.slice(1)) as { sid: string };
+  const at = `${base}&sid=${sid}`;
+  const send = async (packet: string) => {
+    const res = await fetch(at, { method: 'POST', body: packet });
+    expect(await res.text()).toBe('ok');
+  };
+  /** Polls until a packet starting with `prefix` arrives (engine.io separates packets with \x1e). */
+  const until = async (prefix: string) => {
+    for (let i = 0; i < 20; i++) {
+      const packets = (await (await fetch(at)).text()).split('\x1e');
+      for (const p of packets) if (p === '2') await send('3'); // ping -> pong
+      if (packets.some((p) => p.startsWith(prefix))) return;
+    }
+    throw new Error(`no ${prefix} packet`);
+  };
+  await send(`40${JSON.stringify({ token: jwt })}`);
+  await until('40');
+  return { at, send, until };
+}
+
 describe('slow consumers', () => {
   let node: Awaited<ReturnType<typeof startInProcess>>;
   beforeAll(async () => {
@@ -64,5 +91,63 @@ describe('slow consumers', () => {
     slow.tcp.resume();
     await waitFor(() => slow.ws.readyState === WebSocket.CLOSED);
     fast.close();
+  });
+
+  it('disconnects a long-polling client that stops polling, whatever path its packets take', async () => {
+    const metrics = async () => (await fetch(`${node.url}/metrics`)).text();
+    const before = Number(/pushrelay_socket_slow_consumers_total (\d+)/.exec(await metrics())?.[1] ?? 0);
+    const slow = await pollingClient(node.url, await token('poller', { channels: ['firehose2'] }));
+    await slow.send(`420${JSON.stringify(['subscribe', { channels: ['firehose2'] }])}`);
+    await slow.until('430');
+    // No more polls: everything for it waits in the node (not in the kernel, as for a WebSocket).
+    const chunk = 'y'.repeat(60_000);
+    for (let i = 0; i < 20; i++) {
+      const res = await post(`${node.url}/v1/publish`, {
+        event: 'blob',
+        data: { i, chunk },
+        channels: ['firehose2'],
+      });
+      expect(res.status).toBe(200);
+    }
+    await waitFor(async () => {
+      const m = Number(/pushrelay_socket_slow_consumers_total (\d+)/.exec(await metrics())?.[1] ?? 0);
+      return m === before + 1;
+    });
+    const presence = await get(`${node.url}/v1/users/poller/presence`, { secret: READ_KEY.secret });
+    expect(presence.body).toMatchObject({ online: false, sockets: 0 });
+    // Its session and what was held for it are gone: the next poll is refused.
+    const poll = await fetch(slow.at);
+    expect(poll.status).toBe(400);
+  });
+
+  it('leaves alone a long-polling client that polls, however much it is sent', async () => {
+    const metrics = async () => (await fetch(`${node.url}/metrics`)).text();
+    const before = Number(/pushrelay_socket_slow_consumers_total (\d+)/.exec(await metrics())?.[1] ?? 0);
+    const client = await pollingClient(node.url, await token('steady', { channels: ['firehose3'] }));
+    await client.send(`420${JSON.stringify(['subscribe', { channels: ['firehose3'] }])}`);
+    await client.until('430');
+    const chunk = 'z'.repeat(60_000);
+    let got = 0;
+    // Three messages between polls: 180 KB held, under the 256 KiB bound.
+    for (let round = 0; round < 8; round++) {
+      for (let i = 0; i < 3; i++) {
+        const res = await post(`${node.url}/v1/publish`, {
+          event: 'blob',
+          data: { chunk },
+          channels: ['firehose3'],
+        });
+        expect(res.status).toBe(200);
+      }
+      await new Promise((r) => setTimeout(r, 300)); // a sweep runs while 180 KB wait for this client
+      while (got < (round + 1) * 3) {
+        const packets = (await (await fetch(client.at)).text()).split('\x1e');
+        for (const p of packets) if (p === '2') await client.send('3');
+        got += packets.filter((p) => p.startsWith('42["blob"')).length;
+      }
+    }
+    expect(got).toBe(24);
+    expect(Number(/pushrelay_socket_slow_consumers_total (\d+)/.exec(await metrics())?.[1] ?? 0)).toBe(
+      before,
+    );
   });
 });
