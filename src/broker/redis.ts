@@ -490,7 +490,12 @@ export class RedisBroker implements Broker {
     const waiting = this.durability.replicas > 0;
     const fanout = waiting ? 'none' : this.sharded ? 'spublish' : 'publish';
     const args = this.scriptArgs(fanout, [{ payload, publication, channels, idempotent, key }]);
-    if (!waiting) return (await this.run(() => this.cmd.relayPublish(...args))).map(parsePosition);
+    if (!waiting) {
+      const positions = (await this.run(() => this.cmd.relayPublish(...args))).map(parsePosition);
+      // A repeated idempotent id answers its first position, whose copy went out then.
+      if (!idempotent) this.deliverOwn(publication, channels, positions);
+      return positions;
+    }
 
     // WAIT counts the replicas that hold every write this connection made so
     // far, so it goes on the same connection right behind the script (a
@@ -513,6 +518,9 @@ export class RedisBroker implements Broker {
       );
       throw new RelayError('unavailable', undefined, 1);
     }
+    // The replicas hold it, so this node's sockets may have it now, a round
+    // trip before its copy would come back.
+    if (!idempotent) this.deliverOwn(publication, channels, positions);
     // Fanned out only now. Publishes of one channel from several nodes may
     // arrive out of order this way; the hub orders them by offset, filling
     // from history (which holds everything up to a published offset).
