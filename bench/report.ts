@@ -423,7 +423,8 @@ profiles and the gaps that remain: [PROFILE.md](PROFILE.md).
   machine adds noise: compare systems through the CPU each spends per unit of
   work (read from /proc/<pid>/stat of the server processes, plus redis-server
   where the system uses it), not through rates.
-- Sizes: fan-out to ${cfg.fanouts.join(' and ')} subscribers; ${cfg.durationMs / 1000} s per phase;
+- Sizes: fan-out to ${cfg.fanouts.join(' and ')} subscribers; ${cfg.durationMs / 1000} s per phase
+  (the fixed-rate targeted phase ${cfg.targetedRateDurationMs / 1000} s, ${Math.round((cfg.targetedRate * cfg.targetedRateDurationMs) / 1000)} samples, as its p99 is a target);
   the whole sequence ran ${cfg.repeat} time(s), every other time in reverse order, and each figure
   below is the median of the runs (lost and duplicated are totals);
   fixed rates ${cfg.broadcastRate} broadcasts/s and ${cfg.targetedRate} targeted publishes/s for latency;

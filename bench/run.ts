@@ -186,7 +186,7 @@ async function runSystem(
         shape: 'targeted',
         ...(rate === undefined ? {} : { rate }),
         concurrency: cfg.targetedConcurrency,
-        durationMs: cfg.durationMs,
+        durationMs: rate === undefined ? cfg.durationMs : cfg.targetedRateDurationMs,
         users,
         batchSize: 1,
         window: cfg.targetedWindow,
