@@ -56,6 +56,20 @@ describe('slow consumers', () => {
     node = await startInProcess({ PUSHRELAY_SOCKET_BUFFER_BYTES: String(256 * 1024) });
   });
   afterAll(() => node.stop());
+  /** pushrelay_socket_slow_consumers_total of the node. */
+  const cut = async () =>
+    Number(
+      /pushrelay_socket_slow_consumers_total (\d+)/.exec(
+        await (await fetch(`${node.url}/metrics`)).text(),
+      )?.[1] ?? 0,
+    );
+  /** A long-polling client of `user`, subscribed to `channel`. */
+  const subscribedPoller = async (user: string, channel: string) => {
+    const client = await pollingClient(node.url, await token(user, { channels: [channel] }));
+    await client.send(`420${JSON.stringify(['subscribe', { channels: [channel] }])}`);
+    await client.until('430');
+    return client;
+  };
 
   it('disconnects a socket that stops reading, and leaves the others alone', async () => {
     const slow = await rawClient(node.url, await token('slowpoke', { channels: ['firehose'] }));
@@ -83,8 +97,7 @@ describe('slow consumers', () => {
     await fast.waitForEvent('blob', total, 20_000);
     expect(fast.events('blob').map((e) => (e.data as { i: number }).i)).toEqual([...Array(total).keys()]);
 
-    const metrics = async () => (await fetch(`${node.url}/metrics`)).text();
-    await waitFor(async () => /pushrelay_socket_slow_consumers_total 1\b/.test(await metrics()));
+    await waitFor(async () => (await cut()) === 1);
     const presence = await get(`${node.url}/v1/users/slowpoke/presence`, { secret: READ_KEY.secret });
     expect(presence.body).toMatchObject({ online: false, sockets: 0 });
     expect(fast.socket.connected).toBe(true);
@@ -94,11 +107,8 @@ describe('slow consumers', () => {
   });
 
   it('disconnects a long-polling client that stops polling, whatever path its packets take', async () => {
-    const metrics = async () => (await fetch(`${node.url}/metrics`)).text();
-    const before = Number(/pushrelay_socket_slow_consumers_total (\d+)/.exec(await metrics())?.[1] ?? 0);
-    const slow = await pollingClient(node.url, await token('poller', { channels: ['firehose2'] }));
-    await slow.send(`420${JSON.stringify(['subscribe', { channels: ['firehose2'] }])}`);
-    await slow.until('430');
+    const before = await cut();
+    const slow = await subscribedPoller('poller', 'firehose2');
     // No more polls: everything for it waits in the node (not in the kernel, as for a WebSocket).
     const chunk = 'y'.repeat(60_000);
     for (let i = 0; i < 20; i++) {
@@ -109,10 +119,7 @@ describe('slow consumers', () => {
       });
       expect(res.status).toBe(200);
     }
-    await waitFor(async () => {
-      const m = Number(/pushrelay_socket_slow_consumers_total (\d+)/.exec(await metrics())?.[1] ?? 0);
-      return m === before + 1;
-    });
+    await waitFor(async () => (await cut()) === before + 1);
     const presence = await get(`${node.url}/v1/users/poller/presence`, { secret: READ_KEY.secret });
     expect(presence.body).toMatchObject({ online: false, sockets: 0 });
     // Its session and what was held for it are gone: the next poll is refused.
@@ -121,11 +128,8 @@ describe('slow consumers', () => {
   });
 
   it('leaves alone a long-polling client that polls, however much it is sent', async () => {
-    const metrics = async () => (await fetch(`${node.url}/metrics`)).text();
-    const before = Number(/pushrelay_socket_slow_consumers_total (\d+)/.exec(await metrics())?.[1] ?? 0);
-    const client = await pollingClient(node.url, await token('steady', { channels: ['firehose3'] }));
-    await client.send(`420${JSON.stringify(['subscribe', { channels: ['firehose3'] }])}`);
-    await client.until('430');
+    const before = await cut();
+    const client = await subscribedPoller('steady', 'firehose3');
     const chunk = 'z'.repeat(60_000);
     let got = 0;
     // Three messages between polls: 180 KB held, under the 256 KiB bound.
@@ -146,8 +150,6 @@ describe('slow consumers', () => {
       }
     }
     expect(got).toBe(24);
-    expect(Number(/pushrelay_socket_slow_consumers_total (\d+)/.exec(await metrics())?.[1] ?? 0)).toBe(
-      before,
-    );
+    expect(await cut()).toBe(before);
   });
 });
