@@ -668,6 +668,19 @@ export class RedisBroker implements Broker {
     });
   }
 
+  /**
+   * With replicas to wait for, asks the master (on the command connection,
+   * where publishes wait too) how many replicas hold all it was sent: WAIT
+   * answers at once when they are there and after the publish timeout when
+   * not. A Redis Cluster's WAIT would go to one master of many: trusted.
+   */
+  async trustworthy(): Promise<boolean> {
+    const { replicas, timeoutMs } = this.durability;
+    if (replicas === 0 || this.sharded) return true;
+    const acked = await this.run(() => this.cmd.call('WAIT', replicas, timeoutMs));
+    return Number(acked) >= replicas;
+  }
+
   async renewEpoch(channel: string, expected: string): Promise<string> {
     return this.run(() =>
       this.cmd.relayRenewEpoch(

@@ -123,6 +123,15 @@ export interface Broker {
    * channel's epoch afterwards (another node may have renewed it first).
    */
   renewEpoch(channel: string, expected: string): Promise<string>;
+  /**
+   * Whether what this node reads from the broker may be taken as the truth
+   * when it contradicts what the node delivered (a position gone back, an
+   * epoch changed): with replicas to wait for, only a master that has them.
+   * A master restarted empty and not yet made a replica again by Sentinel, or
+   * a stale connection to one, would otherwise make a node declare history
+   * lost that the real master holds. Absent: always.
+   */
+  trustworthy?(): Promise<boolean>;
   /** Called for every message published on a subscribed channel, in offset order per channel. */
   onDelivery(handler: (delivery: Delivery) => void): void;
   /**

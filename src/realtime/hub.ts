@@ -269,11 +269,33 @@ export class Hub {
       this.retryLater(() => this.resync());
       return;
     }
+    // Asked once, and only when Redis contradicts what this node delivered.
+    let trusted: Promise<boolean> | undefined;
+    const trust = () => {
+      trusted ??= (this.broker.trustworthy?.() ?? Promise.resolve(true)).catch(() => false);
+      return trusted;
+    };
     for (const [i, before] of seen.entries()) {
       const { state } = before;
       const top = positions[i]!;
       const id = ids[i];
       if (state.epoch !== before.epoch) continue; // a live delivery already moved it to a new epoch
+      const contradicts =
+        (top.epoch !== before.epoch && !this.expired(state, Date.now())) ||
+        (top.epoch === before.epoch &&
+          (top.offset < before.delivered ||
+            (before.lastId !== undefined && id !== undefined && id !== before.lastId)));
+      if (contradicts && !(await trust())) {
+        // Not the master that holds what was acknowledged (one restarted
+        // empty, not yet a replica again): ask again later, declare nothing.
+        this.log.warn(
+          { channel: state.name },
+          'Redis answers without the replicas to wait for; resync postponed',
+        );
+        this.retryLater(() => this.resync());
+        return;
+      }
+      if (state.epoch !== before.epoch) continue; // moved while the question was out
       if (top.epoch !== before.epoch) {
         if (this.expired(state, Date.now())) {
           // Nothing of the old epoch could be recovered anyway: take the new one and deliver all of it.
@@ -519,6 +541,15 @@ export class Hub {
           continue;
         }
         if (res.epoch !== epoch || !res.complete) {
+          if (!(await (this.broker.trustworthy?.() ?? Promise.resolve(true)).catch(() => false))) {
+            // As in resync: a master without its replicas is not believed; keep holding.
+            this.log.warn(
+              { channel: state.name },
+              'Redis answers without the replicas to wait for; gap fill retried',
+            );
+            await new Promise((r) => setTimeout(r, RETRY_MS).unref());
+            continue;
+          }
           this.lost(state, res.epoch, res.offset);
           return;
         }

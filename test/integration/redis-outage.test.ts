@@ -131,4 +131,51 @@ describe('Redis outage', () => {
     expect(answer.channels.news!.epoch).not.toBe(m!.meta!.epoch);
     bob.close();
   });
+
+  it('with replicas to wait for, does not believe a master that came back empty and alone; a replica makes it the truth', async () => {
+    // What a Sentinel setup can show a node for a moment: the old master
+    // restarted empty (no persistence) and not yet made a replica of the new
+    // one. With PUSHRELAY_REDIS_WAIT_REPLICAS=1 nothing was acknowledged
+    // without a replica, so a master without one cannot say history is gone.
+    const redis = await startRedis();
+    cleanup.push(() => redis.stop());
+    const replica = await startRedis({ args: ['--replicaof', '127.0.0.1', String(redis.port)] });
+    cleanup.push(() => replica.stop());
+    const admin = redis.client();
+    await waitFor(async () => /slave0:.*state=online/.test(await admin.info('replication')));
+    const node = await startInProcess({
+      REDIS_URL: redis.url,
+      PUSHRELAY_REDIS_WAIT_REPLICAS: '1',
+      PUSHRELAY_REDIS_WAIT_MS: '300',
+    });
+    cleanup.push(() => node.stop());
+    const dana = await connectClient(node.url, await token('dana', { channels: ['news'] }), {
+      reconnection: true,
+    });
+    await dana.request<SubAnswer>('subscribe', { channels: ['news'] });
+    expect((await post(`${node.url}/v1/publish`, { event: 'm', channels: ['news'] })).status).toBe(200);
+    const [m] = await dana.waitForEvent('m');
+
+    await replica.kill();
+    await redis.kill();
+    await redis.restart(); // empty, and no replica
+    await waitFor(async () => (await fetch(`${node.url}/readyz`)).status === 200, { timeoutMs: 15_000 });
+    // Publishes cannot be confirmed, and the node's resync keeps asking instead of declaring a loss.
+    expect((await post(`${node.url}/v1/publish`, { event: 'x', channels: ['news'] })).status).toBe(503);
+    await sleep(2000);
+    expect(dana.events('pushrelay:disconnect')).toEqual([]);
+    expect(dana.socket.connected).toBe(true);
+
+    // A replica in sync with it: now the master's word holds, and the loss is real.
+    await replica.restart();
+    const [notice] = await dana.waitForEvent('pushrelay:disconnect', 1, 15_000);
+    expect(notice!.data).toMatchObject({ code: 4102, reason: 'resync', reconnect: true });
+    await dana.waitForEvent('pushrelay:connected', 2, 10_000);
+    const answer = await dana.request<SubAnswer>('subscribe', {
+      channels: ['news'],
+      since: { news: { offset: m!.meta!.offset, epoch: m!.meta!.epoch } },
+    });
+    expect(answer.channels.news!.recovered).toBe(false);
+    dana.close();
+  });
 });
