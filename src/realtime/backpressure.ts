@@ -67,11 +67,6 @@ export class SlowConsumerWatch {
     this.suspects.add(socket);
   };
 
-  /** How many sockets the next sweep looks at (for tests and the curious). */
-  get watched(): number {
-    return this.suspects.size;
-  }
-
   stop(): void {
     clearInterval(this.timer);
     this.io.off('connection', this.onConnection);

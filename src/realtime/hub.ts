@@ -270,42 +270,39 @@ export class Hub {
       return;
     }
     // Asked once, and only when Redis contradicts what this node delivered.
-    let trusted: Promise<boolean> | undefined;
-    const trust = () => {
-      trusted ??= (this.broker.trustworthy?.() ?? Promise.resolve(true)).catch(() => false);
-      return trusted;
-    };
+    let believed: Promise<boolean> | undefined;
     for (const [i, before] of seen.entries()) {
       const { state } = before;
       const top = positions[i]!;
       const id = ids[i];
       if (state.epoch !== before.epoch) continue; // a live delivery already moved it to a new epoch
-      const contradicts =
-        (top.epoch !== before.epoch && !this.expired(state, Date.now())) ||
-        (top.epoch === before.epoch &&
-          (top.offset < before.delivered ||
-            (before.lastId !== undefined && id !== undefined && id !== before.lastId)));
-      if (contradicts && !(await trust())) {
-        // Not the master that holds what was acknowledged (one restarted
-        // empty, not yet a replica again): ask again later, declare nothing.
-        this.log.warn(
-          { channel: state.name },
-          'Redis answers without the replicas to wait for; resync postponed',
-        );
-        this.retryLater(() => this.resync());
-        return;
+      // Another epoch while the old one's retention runs: its history is gone.
+      const gone = top.epoch !== before.epoch && !this.expired(state, Date.now());
+      // Same epoch, but without what this node delivered, or another message at its offset.
+      const rewritten =
+        top.epoch === before.epoch &&
+        (top.offset < before.delivered ||
+          (before.lastId !== undefined && id !== undefined && id !== before.lastId));
+      if (gone || rewritten) {
+        believed ??= this.believe();
+        if (!(await believed)) {
+          // Not the master that holds what was acknowledged (one restarted
+          // empty, not yet a replica again): ask again later, declare nothing.
+          this.log.warn(
+            { channel: state.name },
+            'Redis answers without the replicas to wait for; resync postponed',
+          );
+          this.retryLater(() => this.resync());
+          return;
+        }
+        if (state.epoch !== before.epoch) continue; // moved while the question was out
       }
-      if (state.epoch !== before.epoch) continue; // moved while the question was out
-      if (top.epoch !== before.epoch) {
-        if (this.expired(state, Date.now())) {
-          // Nothing of the old epoch could be recovered anyway: take the new one and deliver all of it.
-          this.renew(state, top.epoch);
-          if (top.offset > 0) void this.fill(state, top.offset);
-        } else this.lost(state, top.epoch, top.offset);
-      } else if (
-        top.offset < before.delivered ||
-        (before.lastId !== undefined && id !== undefined && id !== before.lastId)
-      ) {
+      if (gone) this.lost(state, top.epoch, top.offset);
+      else if (top.epoch !== before.epoch) {
+        // Nothing of the old epoch could be recovered anyway: take the new one and deliver all of it.
+        this.renew(state, top.epoch);
+        if (top.offset > 0) void this.fill(state, top.offset);
+      } else if (rewritten) {
         // Redis came back without writes this node had delivered (an AOF
         // with fsync everysec can lose its last second): the offsets after
         // them are being handed out again to other messages. A new epoch
@@ -324,6 +321,11 @@ export class Hub {
         void this.fill(state, top.offset);
       }
     }
+  }
+
+  /** Whether Redis may be believed when it says history is gone (Broker.trustworthy); not when it cannot say. */
+  private believe(): Promise<boolean> {
+    return (this.broker.trustworthy?.() ?? Promise.resolve(true)).catch(() => false);
   }
 
   close(): void {
@@ -541,7 +543,7 @@ export class Hub {
           continue;
         }
         if (res.epoch !== epoch || !res.complete) {
-          if (!(await (this.broker.trustworthy?.() ?? Promise.resolve(true)).catch(() => false))) {
+          if (!(await this.believe())) {
             // As in resync: a master without its replicas is not believed; keep holding.
             this.log.warn(
               { channel: state.name },
