@@ -99,7 +99,9 @@ async function runSystem(
       const profiling = cfg.profileDir !== undefined;
       if (profiling) await Promise.all(servers.map((s) => s.profileStart(cfg.profileIntervalUs)));
       const perf = cfg.perfDir
-        ? servers.map((s) => perfRecord(s.pid, join(cfg.perfDir!, `${def.id}-${name}-${s.name}.perf`)))
+        ? servers.map((s) =>
+            perfRecord(s.pid, join(cfg.perfDir!, `${def.id}-${name}-${s.name}-run${repetition}.perf`)),
+          )
         : [];
       const before = sampleCpu(servers, def.redis ? redisPid : undefined, load);
       const started = performance.now();
@@ -109,7 +111,9 @@ async function runSystem(
       await Promise.all(perf.map((p) => p.stop()));
       if (profiling) {
         await Promise.all(
-          servers.map((s) => s.profileStop(join(cfg.profileDir!, `${def.id}-${name}-${s.name}.cpuprofile`))),
+          servers.map((s) =>
+            s.profileStop(join(cfg.profileDir!, `${def.id}-${name}-${s.name}-run${repetition}.cpuprofile`)),
+          ),
         );
       }
       const m: Measured = {
