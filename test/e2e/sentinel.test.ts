@@ -1,7 +1,9 @@
+import { execFileSync } from 'node:child_process';
 import { Redis } from 'ioredis';
 import { afterEach, describe, expect, it } from 'vitest';
 import { post } from '../helpers/http.js';
 import { type RelayNode, startInProcess, startProcess } from '../helpers/nodes.js';
+import type { RedisServer } from '../helpers/redis.js';
 import { MASTER_NAME, type SentinelSetup, startSentinels } from '../helpers/sentinel.js';
 import { allReceived, publishStream } from '../helpers/stream.js';
 import { RecoveringSubscriber, tally, xaddCounts } from '../helpers/subscriber.js';
@@ -48,8 +50,44 @@ describe('Redis Sentinel', () => {
     return { setup, nodes, subs };
   }
 
+  /**
+   * When something was missed: each Redis server's role, and which of them each
+   * node's connections are open to (from `ss`), with the node's readiness, so
+   * a node left on the wrong server, or on none, shows.
+   */
+  async function whereNodesAre(nodes: RelayNode[], servers: readonly RedisServer[]) {
+    for (const r of servers) {
+      const role = await r
+        .client()
+        .call('ROLE')
+        .then(
+          (v) => (v as unknown[])[0],
+          (e: Error) => `unreachable (${e.message})`,
+        );
+      console.log(`redis :${r.port}`, role);
+    }
+    let sockets = '';
+    try {
+      sockets = execFileSync('ss', ['-tnpH', 'state', 'established'], { encoding: 'utf8' });
+    } catch {}
+    for (const n of nodes) {
+      const pid = (n as RelayNode & { proc?: { pid?: number } }).proc?.pid;
+      const ready = await fetch(`${n.url}/readyz`).then(
+        async (r) => `${r.status} ${await r.text()}`,
+        (e: Error) => e.message,
+      );
+      const peers = sockets
+        .split('\n')
+        .filter((l) => pid !== undefined && l.includes(`pid=${pid},`))
+        .map((l) => l.trim().split(/\s+/)[3])
+        .filter((peer) => servers.some((r) => peer?.endsWith(`:${r.port}`)));
+      console.log(n.url, 'readyz', ready, 'connected to', peers.join(' ') || 'none');
+    }
+  }
+
   async function expectNothingLost(
     name: string,
+    servers: readonly RedisServer[],
     nodes: RelayNode[],
     subs: RecoveringSubscriber[],
     pub: ReturnType<typeof publishStream>,
@@ -72,10 +110,11 @@ describe('Redis Sentinel', () => {
       for (const n of nodes)
         console.log(
           n.output
-            .filter((l) => !l.includes('"level":30'))
-            .slice(-20)
+            .filter((l) => !l.includes('"level":30') || /redis|sentinel/i.test(l))
+            .slice(-25)
             .join('\n'),
         );
+      await whereNodesAre(nodes, servers);
     }
     console.log(`sentinel ${name}:`, {
       acknowledged: pub.acked.length,
@@ -110,7 +149,7 @@ describe('Redis Sentinel', () => {
     expect(await failover).toBe('OK');
     const after = await setup.masterPort();
     expect(after).not.toBe(before);
-    await expectNothingLost('failover', nodes, subs, pub);
+    await expectNothingLost('failover', setup.servers, nodes, subs, pub);
     // Every relay connection followed the master: the new one serves them all.
     const master = setup.servers.find((s) => s.port === after)!;
     const names =
@@ -146,7 +185,7 @@ describe('Redis Sentinel', () => {
     await pub.done;
     await crash;
     expect(pub.statuses.get(503)).toBeGreaterThan(0);
-    await expectNothingLost('master killed', nodes, subs, pub);
+    await expectNothingLost('master killed', setup.servers, nodes, subs, pub);
   });
 
   it('SENTINEL FAILOVER while apps XADD to the ingest stream: every entry once, in XADD order per channel', async () => {
