@@ -127,6 +127,7 @@ export function createRedis(
     default:
       throw new Error(`unknown Redis target: ${(t as { kind: string }).kind}`);
   }
+  if (t.kind !== 'cluster') keepConnecting(client, role, log);
   let down = false;
   client.on('error', (err: Error) => {
     if (!down) log.warn({ err: err.message, role }, 'redis connection error');
@@ -151,6 +152,51 @@ export function createRedis(
     watch(client, role, limits.timeoutMs + (limits.blockingMs ?? 0), !subscriber, log);
   }
   return client;
+}
+
+/** Connections this process closed (`quit`, or `disconnect` without reconnecting): the only ones left ended. */
+const closedOnPurpose = new WeakSet<Redis>();
+
+/**
+ * ioredis gives up on a connection for good (status `end`) when its connector
+ * fails instead of the connection: with Sentinel, a `+switch-master` notice
+ * (the failover detector) that arrives while a reconnect is still asking the
+ * sentinels for the master makes that attempt throw "Connection is closed",
+ * and the client never tries again. A command connection then answers 503
+ * and a subscriber misses every message until the process restarts. Such an
+ * end is undone here: the client connects again (a subscriber resubscribes its
+ * channels and the broker catches up from history, as after any reconnect),
+ * retrying with backoff while that fails too. Only our own `quit` and
+ * `disconnect` leave a connection ended.
+ */
+function keepConnecting(client: Redis, role: RedisRole, log: Logger): void {
+  const quit = client.quit.bind(client) as (...args: unknown[]) => unknown;
+  const disconnect = client.disconnect.bind(client);
+  (client as unknown as { quit: (...args: unknown[]) => unknown }).quit = (...args) => {
+    closedOnPurpose.add(client);
+    return quit(...args);
+  };
+  client.disconnect = (reconnect = false) => {
+    if (!reconnect) closedOnPurpose.add(client);
+    disconnect(reconnect);
+  };
+  let attempts = 0;
+  client.on('ready', () => {
+    attempts = 0;
+  });
+  client.on('end', () => {
+    if (closedOnPurpose.has(client)) return;
+    const delayMs = Math.min(100 * 2 ** Math.min(attempts++, 3), 1000);
+    log.warn(
+      { role, delayMs },
+      'the Redis client gave up on a connection (a failover notice during a reconnect); connecting again',
+    );
+    setTimeout(() => {
+      if (closedOnPurpose.has(client) || client.status !== 'end') return;
+      // A failure ends it again, and this runs again.
+      client.connect().catch(() => {});
+    }, delayMs).unref();
+  });
 }
 
 /** Connections whose last PING went unanswered past its deadline. */
@@ -197,6 +243,8 @@ function watch(client: Redis, role: RedisRole, deadlineMs: number, failFast: boo
   timer.unref();
   client.on('ready', clear);
   client.on('end', () => {
+    // An end keepConnecting() undoes keeps the watch: the connection comes back.
+    if (!closedOnPurpose.has(client) && !isCluster(client)) return;
     clearInterval(timer);
     if (deadline) clearTimeout(deadline);
   });

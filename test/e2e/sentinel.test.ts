@@ -1,13 +1,17 @@
 import { execFileSync } from 'node:child_process';
+import type { Socket } from 'node:net';
 import { Redis } from 'ioredis';
+import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
+import { parseRedisUrl } from '../../src/config/schema.js';
+import { createRedis } from '../../src/redis/client.js';
 import { post } from '../helpers/http.js';
 import { type RelayNode, startInProcess, startProcess } from '../helpers/nodes.js';
 import type { RedisServer } from '../helpers/redis.js';
 import { MASTER_NAME, type SentinelSetup, startSentinels } from '../helpers/sentinel.js';
 import { allReceived, publishStream } from '../helpers/stream.js';
 import { RecoveringSubscriber, tally, xaddCounts } from '../helpers/subscriber.js';
-import { sleep } from '../helpers/wait.js';
+import { sleep, waitFor } from '../helpers/wait.js';
 
 // Redis Sentinel: a master, a replica and three sentinels, all real
 // processes; two relay processes found the master through the sentinels. A
@@ -186,6 +190,49 @@ describe('Redis Sentinel', () => {
     await crash;
     expect(pub.statuses.get(503)).toBeGreaterThan(0);
     await expectNothingLost('master killed', setup.servers, nodes, subs, pub);
+  });
+
+  it('a connection ioredis gives up on (a failover notice while it asks the sentinels) connects again; a subscriber resubscribes', async () => {
+    const setup = await startSentinels();
+    cleanup.push(() => setup.stop());
+    const target = parseRedisUrl(setup.url)!;
+    const log = pino({ level: 'silent' });
+    const command = createRedis(target, 'command', log);
+    const subscriber = createRedis(target, 'subscriber', log);
+    cleanup.push(() => {
+      command.disconnect();
+      subscriber.disconnect();
+    });
+    await waitFor(() => command.status === 'ready' && subscriber.status === 'ready', {
+      what: 'both connections up',
+    });
+    const got: string[] = [];
+    subscriber.on('message', (_channel: string, message: string) => got.push(message));
+    await subscriber.subscribe('probe');
+    for (const client of [command, subscriber]) {
+      // Not events.once: ioredis emits 'error' just before it ends the connection.
+      const ended = new Promise((resolve) => client.once('end', resolve));
+      // What ioredis's failover detector does on +switch-master, at the moment it
+      // loses: while the reconnect is still asking the sentinels for the master.
+      client.once('connecting', () =>
+        setImmediate(() =>
+          (client as unknown as { connector: { disconnect(): void } }).connector.disconnect(),
+        ),
+      );
+      (client as unknown as { stream: Socket }).stream.destroy();
+      // ioredis ended it (the race happened), and it comes back anyway.
+      await ended;
+    }
+    await waitFor(async () => (await command.ping().catch((e: Error) => e.message)) === 'PONG', {
+      what: 'the command connection back',
+    });
+    await waitFor(
+      async () => {
+        await command.publish('probe', 'after');
+        return got.includes('after');
+      },
+      { what: 'the subscriber back, subscribed again' },
+    );
   });
 
   it('SENTINEL FAILOVER while apps XADD to the ingest stream: every entry once, in XADD order per channel', async () => {
