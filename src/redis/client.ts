@@ -69,10 +69,7 @@ export function createRedis(
         ? STREAM_BLOCK_MS + 5000
         : (limits.timeoutMs ?? 5000) + (limits.blockingMs ?? 0),
     connectTimeout: 5000,
-    // Reconnect quickly at first, then every half second; never give up. A
-    // node whose subscription is back late must catch up from history, so
-    // sooner is cheaper.
-    retryStrategy: (times) => Math.min(50 * 2 ** Math.min(times, 4), 500),
+    retryStrategy: reconnectDelay,
   };
   let client: Redis;
   switch (t.kind) {
@@ -154,8 +151,22 @@ export function createRedis(
   return client;
 }
 
+/**
+ * Reconnect quickly at first, then every half second; never give up. A node
+ * whose subscription is back late must catch up from history, so sooner is
+ * cheaper. ioredis's own reconnects and keepConnecting() both wait this long.
+ */
+function reconnectDelay(attempt: number): number {
+  return Math.min(50 * 2 ** Math.min(attempt, 4), 500);
+}
+
 /** Connections this process closed (`quit`, or `disconnect` without reconnecting): the only ones left ended. */
 const closedOnPurpose = new WeakSet<Redis>();
+
+/** Whether an ended connection stays ended: ours closed on purpose, or a Cluster's (not kept connecting). */
+function endedForGood(client: Redis): boolean {
+  return closedOnPurpose.has(client) || isCluster(client);
+}
 
 /**
  * ioredis gives up on a connection for good (status `end`) when its connector
@@ -186,7 +197,7 @@ function keepConnecting(client: Redis, role: RedisRole, log: Logger): void {
   });
   client.on('end', () => {
     if (closedOnPurpose.has(client)) return;
-    const delayMs = Math.min(100 * 2 ** Math.min(attempts++, 3), 1000);
+    const delayMs = reconnectDelay(++attempts);
     log.warn(
       { role, delayMs },
       'the Redis client gave up on a connection (a failover notice during a reconnect); connecting again',
@@ -244,7 +255,7 @@ function watch(client: Redis, role: RedisRole, deadlineMs: number, failFast: boo
   client.on('ready', clear);
   client.on('end', () => {
     // An end keepConnecting() undoes keeps the watch: the connection comes back.
-    if (!closedOnPurpose.has(client) && !isCluster(client)) return;
+    if (!endedForGood(client)) return;
     clearInterval(timer);
     if (deadline) clearTimeout(deadline);
   });
