@@ -1,7 +1,7 @@
 import { Redis } from 'ioredis';
 import { afterEach, describe, expect, it } from 'vitest';
 import { INGEST_ACTIVE_MS } from '../helpers/ingest.js';
-import { scrape } from '../helpers/metrics.js';
+import { type Scrape, scrape } from '../helpers/metrics.js';
 import { type RelayNode, startProcess } from '../helpers/nodes.js';
 import { type RedisServer, startRedis } from '../helpers/redis.js';
 import { RecoveringSubscriber, tally, xaddCounts, xaddIndexes } from '../helpers/subscriber.js';
@@ -103,7 +103,7 @@ describe('publishing through Redis under faults', () => {
     let restart: Promise<void> | undefined;
     // What the restarted node had counted before its restart: its counters start again at zero, and it
     // may be the one that claimed the frozen node's entries.
-    let beforeRestart = { claimed: 0, takeovers: 0 };
+    let beforeRestart: Scrape | undefined;
     const producer = new Redis(redis.port, '127.0.0.1');
     cleanup.push(() => producer.disconnect());
     const started = Date.now();
@@ -151,11 +151,7 @@ describe('publishing through Redis under faults', () => {
       if (i === 6000) {
         restart = (async () => {
           alive = alive.filter((n) => n !== restarted);
-          const m = await scrape(restarted.url);
-          beforeRestart = {
-            claimed: m.value('pushrelay_ingest_stream_claimed_entries_total'),
-            takeovers: m.value('pushrelay_ingest_takeovers_total'),
-          };
+          beforeRestart = await scrape(restarted.url);
           await restarted.kill('SIGTERM');
           const again = (await startProcess(env, { port: restarted.port })) as ProcNode;
           cleanup.push(() => again.stop());
@@ -166,15 +162,13 @@ describe('publishing through Redis under faults', () => {
     await restart;
     const expected = channels.map((c) => [...Array(total).keys()].filter((i) => targets(i).includes(c)));
     const counts = await xaddCounts(subs, expected, 60_000);
-    const survivors = await Promise.all(alive.map((n) => scrape(n.url)));
-    const claimed = survivors.reduce(
-      (n, m) => n + m.value('pushrelay_ingest_stream_claimed_entries_total'),
-      beforeRestart.claimed,
-    );
-    const takeovers = survivors.reduce(
-      (n, m) => n + m.value('pushrelay_ingest_takeovers_total'),
-      beforeRestart.takeovers,
-    );
+    const counted = [
+      ...(await Promise.all(alive.map((n) => scrape(n.url)))),
+      ...(beforeRestart ? [beforeRestart] : []),
+    ];
+    const summed = (metric: string) => counted.reduce((n, m) => n + m.value(metric), 0);
+    const claimed = summed('pushrelay_ingest_stream_claimed_entries_total');
+    const takeovers = summed('pushrelay_ingest_takeovers_total');
     await waitFor(async () => Object.values(await leftOver(r)).every((v) => v === 0), {
       timeoutMs: 10_000,
       what: 'nothing pending in any group',
@@ -196,7 +190,9 @@ describe('publishing through Redis under faults', () => {
       victimPartitions,
       heldByVictim: await heldByVictim,
       claimedFromDeadNodes: claimed,
-      claimedByTheRestartedNodeBeforeItsRestart: beforeRestart.claimed,
+      claimedByTheRestartedNodeBeforeItsRestart: beforeRestart?.value(
+        'pushrelay_ingest_stream_claimed_entries_total',
+      ),
       takeovers,
       reconnects: subs.reduce((n, s) => n + s.reconnects, 0),
       stillPending: Object.values(pending).reduce((a, b) => a + b, 0),
