@@ -43,6 +43,11 @@ export interface BenchConfig {
    * has 1,200 samples and its p99 is the 12th slowest, which one GC pause or descheduling moves.
    */
   targetedRateDurationMs: number;
+  /**
+   * One segment of the paired latency phase: a relay and its peer are up at once and take turns
+   * at the fixed targeted rate, segment by segment, until each has run targetedRateDurationMs.
+   */
+  pairedSegmentMs: number;
   /** Fixed rates of the latency phases: broadcasts per second, targeted publishes per second. */
   broadcastRate: number;
   targetedRate: number;
@@ -56,7 +61,7 @@ export interface BenchConfig {
   paddingBytes: number;
   drainMs: number;
   connectBatch: number;
-  /** Only these phases run (all when empty): broadcast, targeted, batch, memory. */
+  /** Only these phases run (all when empty): broadcast, targeted, batch, memory, paired. */
   phases: Set<string>;
   /** Where CPU profiles of the pushrelay nodes go, one per node and phase; none when undefined. */
   profileDir: string | undefined;
@@ -98,6 +103,7 @@ export function loadBenchConfig(env: NodeJS.ProcessEnv = process.env): BenchConf
     fanouts,
     durationMs: num(env, 'BENCH_DURATION_MS', 6000),
     targetedRateDurationMs: num(env, 'BENCH_TARGETED_RATE_DURATION_MS', 20000),
+    pairedSegmentMs: Math.max(500, num(env, 'BENCH_PAIRED_SEGMENT_MS', 2000)),
     broadcastRate: num(env, 'BENCH_BROADCAST_RATE', 4),
     targetedRate: num(env, 'BENCH_TARGETED_RATE', 200),
     broadcastConcurrency: num(env, 'BENCH_BROADCAST_CONCURRENCY', 4),

@@ -184,8 +184,10 @@ async function runPhase(a: PhaseArgs): Promise<PhaseResult> {
     a.shape === 'broadcast'
       ? (s) => s
       : (s, client) => (s % a.users === client ? Math.floor(s / a.users) : undefined);
-  agent.destroy();
-  agent = new Agent({ keepAlive: true, maxSockets: a.concurrency });
+  if (!a.reuseConnections || agent.maxSockets !== a.concurrency) {
+    agent.destroy();
+    agent = new Agent({ keepAlive: true, maxSockets: a.concurrency });
+  }
 
   const perRequest = a.shape === 'batch' ? a.batchSize : 1;
   let seq = 0;
@@ -271,6 +273,7 @@ async function runPhase(a: PhaseArgs): Promise<PhaseResult> {
     elapsedMs,
     sendMs: sendEnd - start,
     latency: summarize(latencies.values()),
+    ...(a.samples ? { samples: Array.from(latencies.values()) } : {}),
   };
 }
 

@@ -23,6 +23,10 @@ export interface PhaseArgs {
   batchSize: number;
   window: number;
   drainMs: number;
+  /** Return every latency sample (the paired phase pools its segments' samples). */
+  samples?: boolean;
+  /** Keep the previous phase's keep-alive HTTP connections (a segment continues the one before). */
+  reuseConnections?: boolean;
 }
 
 export interface PhaseResult {
@@ -49,6 +53,8 @@ export interface PhaseResult {
   sendMs: number;
   /** End-to-end latency, ms, of every first delivery. */
   latency: LatencySummary;
+  /** Every first delivery's latency, ms, when the phase asked for them. */
+  samples?: number[];
 }
 
 export type LoadRequest =

@@ -7,7 +7,15 @@ import { startRedis } from '../test/helpers/redis.js';
 import { sleep } from '../test/helpers/wait.js';
 import { type BenchConfig, loadBenchConfig, type SystemDef } from './config.js';
 import type { PhaseArgs, PhaseResult, SystemTarget } from './protocol.js';
-import { type Measured, type RunMeta, renderResults, renderTable, type SystemResult } from './report.js';
+import {
+  type Measured,
+  type PairedResult,
+  PEERS,
+  type RunMeta,
+  renderResults,
+  renderTable,
+  type SystemResult,
+} from './report.js';
 import { writeKeepingScale } from './sections.js';
 import {
   cpuSeconds,
@@ -17,6 +25,7 @@ import {
   startLoadGenerator,
   startServer,
 } from './servers.js';
+import { summarize } from './stats.js';
 
 // `npm run bench`: one system after another, each on fresh processes and the
 // same private Redis, driven by one load-generator process; writes
@@ -63,6 +72,16 @@ async function startSystem(
   return servers;
 }
 
+/** What the load generator needs of a system: where its clients connect and where it publishes. */
+function targetOf(def: SystemDef, servers: readonly ServerProcess[]): SystemTarget {
+  return {
+    kind: def.kind,
+    urls: servers.map((s) => s.url),
+    publishUrl: servers[0]!.url,
+    ...(def.kind === 'pushrelay' ? { secret: PUBLISHER_SECRET, jwtSecret: JWT_SECRET } : {}),
+  };
+}
+
 let admin: ReturnType<RedisServer['client']> | undefined;
 
 async function redisInfo(redis: RedisServer, field: string): Promise<number> {
@@ -87,13 +106,7 @@ async function runSystem(
   const load = startLoadGenerator();
   const enabled = (p: string) => cfg.phases.size === 0 || cfg.phases.has(p);
   try {
-    const target: SystemTarget = {
-      kind: def.kind,
-      urls: servers.map((s) => s.url),
-      publishUrl: servers[0]!.url,
-      ...(def.kind === 'pushrelay' ? { secret: PUBLISHER_SECRET, jwtSecret: JWT_SECRET } : {}),
-    };
-    await load.send({ cmd: 'init', target, paddingBytes: cfg.paddingBytes });
+    await load.send({ cmd: 'init', target: targetOf(def, servers), paddingBytes: cfg.paddingBytes });
 
     const measure = async (name: string, args: PhaseArgs): Promise<void> => {
       const profiling = cfg.profileDir !== undefined;
@@ -222,6 +235,114 @@ async function runSystem(
   return result;
 }
 
+/**
+ * The fixed-rate targeted phase of a relay and its peer measured side by side:
+ * both systems up at once, each with its own load generator and clients, taking
+ * turns at the rate in short segments (ABBA order) until each has run
+ * targetedRateDurationMs. The machine's speed drifts by the minute here (the
+ * load generator's CPU for the same phase varies 1.4-2.8 s between passes),
+ * and a system measured in its own time slot carries that drift into its p99;
+ * interleaving gives both the same machine. The idle system only holds its
+ * sockets meanwhile.
+ */
+async function runPaired(
+  relay: SystemDef,
+  peer: SystemDef,
+  cfg: BenchConfig,
+  redis: RedisServer,
+  nextRun: () => number,
+  repetition: number,
+): Promise<PairedResult> {
+  const result: PairedResult = { relay: relay.id, peer: peer.id, run: repetition, segments: 0 };
+  admin ??= redis.client();
+  await admin.flushall();
+  const sides: {
+    def: SystemDef;
+    servers: ServerProcess[];
+    load: LoadGenerator;
+    samples: number[];
+    phases: PhaseResult[];
+  }[] = [];
+  try {
+    for (const def of [relay, peer]) {
+      const servers = await startSystem(def, redis, nextRun(), false);
+      const load = startLoadGenerator();
+      sides.push({ def, servers, load, samples: [], phases: [] });
+      await load.send({ cmd: 'init', target: targetOf(def, servers), paddingBytes: cfg.paddingBytes });
+      await load.send({ cmd: 'connect', from: 0, to: cfg.fanouts[0]!, batch: cfg.connectBatch });
+    }
+    await sleep(1000);
+    const args = (rate: number | undefined, durationMs: number, samples: boolean): PhaseArgs => ({
+      shape: 'targeted',
+      ...(rate === undefined ? {} : { rate }),
+      concurrency: cfg.targetedConcurrency,
+      durationMs,
+      users: cfg.fanouts[0]!,
+      batchSize: 1,
+      window: cfg.targetedWindow,
+      drainMs: cfg.drainMs,
+      samples,
+      reuseConnections: true,
+    });
+    // Warm-up, discarded: the JIT compiles the targeted path on both before anything counts.
+    for (const side of sides) {
+      await side.load.send({ cmd: 'phase', args: args(undefined, 1000, false) });
+      await side.load.send({ cmd: 'phase', args: args(cfg.targetedRate, 1000, false) });
+    }
+    const segments = Math.max(1, Math.ceil(cfg.targetedRateDurationMs / cfg.pairedSegmentMs));
+    for (let k = 0; k < segments; k++) {
+      for (const side of k % 2 === 0 ? sides : [...sides].reverse()) {
+        const phase = await side.load.send<PhaseResult>({
+          cmd: 'phase',
+          args: args(cfg.targetedRate, cfg.pairedSegmentMs, true),
+        });
+        side.samples.push(...(phase.samples ?? []));
+        side.phases.push({ ...phase, samples: undefined });
+      }
+    }
+    result.segments = segments;
+    const pooled = (side: (typeof sides)[number]): PhaseResult => {
+      const sum = (f: (p: PhaseResult) => number) => side.phases.reduce((a, p) => a + f(p), 0);
+      return {
+        requests: sum((p) => p.requests),
+        httpErrors: sum((p) => p.httpErrors),
+        messages: sum((p) => p.messages),
+        recipients: side.phases[0]?.recipients ?? 0,
+        expected: sum((p) => p.expected),
+        delivered: sum((p) => p.delivered),
+        lost: sum((p) => p.lost),
+        duplicates: sum((p) => p.duplicates),
+        misrouted: sum((p) => p.misrouted),
+        strays: sum((p) => p.strays),
+        disconnects: side.phases[side.phases.length - 1]?.disconnects ?? 0,
+        elapsedMs: sum((p) => p.elapsedMs),
+        sendMs: sum((p) => p.sendMs),
+        latency: summarize(side.samples),
+      };
+    };
+    result.relayPhase = pooled(sides[0]!);
+    result.peerPhase = pooled(sides[1]!);
+    const l = (p: PhaseResult) => `p50 ${p.latency.p50.toFixed(2)} ms p99 ${p.latency.p99.toFixed(2)} ms`;
+    log(
+      `paired ${relay.id} / ${peer.id}: ${segments} segments of ${cfg.pairedSegmentMs / 1000} s each; ` +
+        `${relay.id} ${l(result.relayPhase)}, ${peer.id} ${l(result.peerPhase)}, ` +
+        `lost ${result.relayPhase.lost} / ${result.peerPhase.lost} dup ${result.relayPhase.duplicates} / ${result.peerPhase.duplicates}`,
+    );
+    for (const side of sides) await side.load.send({ cmd: 'close' }).catch(() => {});
+  } catch (err) {
+    result.error = String((err as Error).message ?? err);
+    log(`paired ${relay.id} / ${peer.id} failed: ${result.error}`);
+    for (const side of sides)
+      for (const x of side.servers) log(`${x.name} output:\n${x.output.slice(-20).join('\n')}`);
+  } finally {
+    for (const side of sides) {
+      await side.load.stop();
+      await Promise.all(side.servers.map((x) => x.stop()));
+    }
+  }
+  return result;
+}
+
 function sampleCpu(servers: ServerProcess[], redisPid: number | undefined, load: LoadGenerator) {
   return {
     servers: servers.reduce((a, s) => a + cpuSeconds(s.pid), 0),
@@ -259,6 +380,12 @@ async function main(): Promise<void> {
   const redis = await startRedis();
   const redisPid = await redisInfo(redis, 'process_id');
   const results: SystemResult[] = [];
+  const paired: PairedResult[] = [];
+  const pairs = cfg.systems.flatMap((def) => {
+    const peer = cfg.systems.find((p) => p.id === PEERS[def.id]);
+    return peer ? [[def, peer] as const] : [];
+  });
+  const pairing = cfg.phases.size === 0 || cfg.phases.has('paired');
   try {
     let run = 0;
     for (let r = 1; r <= cfg.repeat; r++) {
@@ -267,6 +394,11 @@ async function main(): Promise<void> {
       for (const def of order) {
         log(`=== ${def.label} (run ${r} of ${cfg.repeat})`);
         results.push(await runSystem(def, cfg, redis, redisPid, ++run, r));
+      }
+      if (!pairing) continue;
+      for (const [relay, peer] of pairs) {
+        log(`=== ${relay.label} and ${peer.label}, paired (run ${r} of ${cfg.repeat})`);
+        paired.push(await runPaired(relay, peer, cfg, redis, () => ++run, r));
       }
     }
   } finally {
@@ -286,10 +418,10 @@ async function main(): Promise<void> {
   };
   const out = resolve(ROOT, cfg.out);
   mkdirSync(dirname(out), { recursive: true });
-  writeKeepingScale(out, renderResults(meta, cfg, results));
+  writeKeepingScale(out, renderResults(meta, cfg, results, paired));
   log(`wrote ${out}`);
   if (out === resolve(ROOT, 'bench/RESULTS.md')) updateReadme(renderTable(cfg, results));
-  if (results.some((r) => r.error)) process.exitCode = 1;
+  if (results.some((r) => r.error) || paired.some((p) => p.error)) process.exitCode = 1;
 }
 
 main().catch((err: unknown) => {

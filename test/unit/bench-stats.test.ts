@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { loadBenchConfig, SYSTEMS } from '../../bench/config.js';
 import { area, summarizeProfile } from '../../bench/profile.js';
-import { bySystem, renderIssueTargets, type SystemResult } from '../../bench/report.js';
+import { bySystem, type PairedResult, renderIssueTargets, type SystemResult } from '../../bench/report.js';
 import {
   cpuMicrosPerUnit,
   median,
@@ -155,6 +155,42 @@ describe('bench repetitions', () => {
     const batch = text.split('\n').find((l) => l.includes('CPU per batch message'))!;
     expect(batch).toContain('| 0.10× | 0.10× | 0.10× | met |');
     expect(text).toContain('| 0 / 0 | met |');
+
+    // The paired phase: its own p99 row, ratios per pass, and its losses in the pass totals.
+    const pairedPhase = (p99: number, lost: number) => ({ ...phase(4000, 0, p99).phase, lost });
+    const paired: PairedResult[] = [
+      {
+        relay: 'pushrelay',
+        peer: 'socketio',
+        run: 1,
+        segments: 10,
+        relayPhase: pairedPhase(3, 0),
+        peerPhase: pairedPhase(2, 0),
+      },
+      {
+        relay: 'pushrelay',
+        peer: 'socketio',
+        run: 2,
+        segments: 10,
+        relayPhase: pairedPhase(1, 2),
+        peerPhase: pairedPhase(2, 0),
+      },
+    ];
+    const withPaired = renderIssueTargets(
+      loadBenchConfig({ BENCH_FANOUTS: '1000' }),
+      [
+        result('socketio', 1, 0.1),
+        result('pushrelay', 1, 0.2),
+        result('socketio', 2, 0.2),
+        result('pushrelay', 2, 0.1),
+      ],
+      paired,
+    );
+    const pairedRow = withPaired.split('\n').find((l) => l.includes('paired: both up at once'))!;
+    expect(pairedRow).toContain('| 1.50× | 0.50× | 1.00× | met |');
+    const sequential = withPaired.split('\n').find((l) => l.includes('sequential'))!;
+    expect(sequential).toContain('| 1.00× | 1.00× | 1.00× | met |');
+    expect(withPaired).toContain('| 2 / 0 | **not met** |');
   });
 });
 
