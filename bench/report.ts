@@ -377,6 +377,12 @@ export function renderIssueTargets(
     `| ${head.join(' | ')} |`,
     `| --- | --- | ---: | ${[...passes, 0, 0].map(() => '---:').join(' | ')} |`,
   ];
+  /** One target's row: the ratio of every pass, their median, and the verdict. */
+  const row = (label: string, what: string, limit: number, values: (number | undefined)[]) => {
+    const m = median(values);
+    const verdict = m === undefined ? '–' : m <= limit ? 'met' : '**not met**';
+    return `| ${label} | ${what} | ≤ ${limit.toFixed(1)} | ${values.map(fmtRatio).join(' | ')} | ${fmtRatio(m)} | ${verdict} |`;
+  };
   for (const id of relays) {
     const label = results.find((r) => r.def.id === id)!.def.label;
     for (const t of targets(id)) {
@@ -385,11 +391,7 @@ export function renderIssueTargets(
         const p = find(PEERS[id]!, run);
         return r && p ? t.value(figures(r, cfg.fanouts), figures(p, cfg.fanouts)) : undefined;
       });
-      const m = median(values);
-      const verdict = m === undefined ? '–' : m <= t.limit ? 'met' : '**not met**';
-      lines.push(
-        `| ${label} | ${t.what}${t.note ? ` (${t.note})` : ''} | ≤ ${t.limit.toFixed(1)} | ${values.map(fmtRatio).join(' | ')} | ${fmtRatio(m)} | ${verdict} |`,
-      );
+      lines.push(row(label, `${t.what}${t.note ? ` (${t.note})` : ''}`, t.limit, values));
     }
     const mine = paired.filter((p) => p.relay === id && !p.error);
     if (mine.length > 0) {
@@ -397,11 +399,8 @@ export function renderIssueTargets(
         const p = mine.find((x) => x.run === run);
         return ratio(p?.relayPhase?.latency.p99, p?.peerPhase?.latency.p99);
       });
-      const m = median(values);
-      const verdict = m === undefined ? '–' : m <= 1.2 ? 'met' : '**not met**';
-      lines.push(
-        `| ${label} | e2e p99, targeted at ${cfg.targetedRate}/s ÷ peer (paired: both up at once, taking turns in ${cfg.pairedSegmentMs / 1000} s segments) | ≤ 1.2 | ${values.map(fmtRatio).join(' | ')} | ${fmtRatio(m)} | ${verdict} |`,
-      );
+      const what = `e2e p99, targeted at ${cfg.targetedRate}/s ÷ peer (paired: both up at once, taking turns in ${cfg.pairedSegmentMs / 1000} s segments)`;
+      lines.push(row(label, what, 1.2, values));
     }
     const runs = results.filter((r) => r.def.id === id).map((r) => figures(r, cfg.fanouts));
     const lost =

@@ -82,6 +82,20 @@ function targetOf(def: SystemDef, servers: readonly ServerProcess[]): SystemTarg
   };
 }
 
+/** A targeted phase to the first fan-out's users: saturated when `rate` is undefined. */
+function targetedArgs(cfg: BenchConfig, rate: number | undefined, durationMs: number): PhaseArgs {
+  return {
+    shape: 'targeted',
+    ...(rate === undefined ? {} : { rate }),
+    concurrency: cfg.targetedConcurrency,
+    durationMs,
+    users: cfg.fanouts[0]!,
+    batchSize: 1,
+    window: cfg.targetedWindow,
+    drainMs: cfg.drainMs,
+  };
+}
+
 let admin: ReturnType<RedisServer['client']> | undefined;
 
 async function redisInfo(redis: RedisServer, field: string): Promise<number> {
@@ -199,16 +213,8 @@ async function runSystem(
     }
     const users = small!;
     if (enabled('targeted')) {
-      const targeted = (rate: number | undefined): PhaseArgs => ({
-        shape: 'targeted',
-        ...(rate === undefined ? {} : { rate }),
-        concurrency: cfg.targetedConcurrency,
-        durationMs: rate === undefined ? cfg.durationMs : cfg.targetedRateDurationMs,
-        users,
-        batchSize: 1,
-        window: cfg.targetedWindow,
-        drainMs: cfg.drainMs,
-      });
+      const targeted = (rate: number | undefined): PhaseArgs =>
+        targetedArgs(cfg, rate, rate === undefined ? cfg.durationMs : cfg.targetedRateDurationMs);
       await measure('targeted-rate', targeted(cfg.targetedRate));
       await measure('targeted-max', targeted(undefined));
     }
@@ -273,14 +279,7 @@ async function runPaired(
     }
     await sleep(1000);
     const args = (rate: number | undefined, durationMs: number, samples: boolean): PhaseArgs => ({
-      shape: 'targeted',
-      ...(rate === undefined ? {} : { rate }),
-      concurrency: cfg.targetedConcurrency,
-      durationMs,
-      users: cfg.fanouts[0]!,
-      batchSize: 1,
-      window: cfg.targetedWindow,
-      drainMs: cfg.drainMs,
+      ...targetedArgs(cfg, rate, durationMs),
       samples,
       reuseConnections: true,
     });
