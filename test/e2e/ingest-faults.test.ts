@@ -2,7 +2,7 @@ import { Redis } from 'ioredis';
 import { afterEach, describe, expect, it } from 'vitest';
 import { INGEST_ACTIVE_MS } from '../helpers/ingest.js';
 import { type Scrape, scrape } from '../helpers/metrics.js';
-import { type RelayNode, startProcess } from '../helpers/nodes.js';
+import { type ProcessNode, startProcess } from '../helpers/nodes.js';
 import { type RedisServer, startRedis } from '../helpers/redis.js';
 import { RecoveringSubscriber, tally, xaddCounts, xaddIndexes } from '../helpers/subscriber.js';
 import { sleep, waitFor } from '../helpers/wait.js';
@@ -13,8 +13,6 @@ import { sleep, waitFor } from '../helpers/wait.js';
 // raw pub/sub through each node being SIGKILLed in turn (nothing published
 // 5 s after a death is lost, nor anything published a second before it that the
 // node could have handled; nothing is handled twice).
-
-type ProcNode = RelayNode & { proc: { pid?: number } };
 
 const field = (g: (string | number)[], name: string) => g[g.indexOf(name) + 1];
 
@@ -39,7 +37,7 @@ describe('publishing through Redis under faults', () => {
     for (const c of cleanup.splice(0).reverse()) await c();
   });
 
-  async function cluster(redis: RedisServer, n: number, namespace: string): Promise<ProcNode[]> {
+  async function cluster(redis: RedisServer, n: number, namespace: string): Promise<ProcessNode[]> {
     const env = {
       REDIS_URL: redis.url,
       PUSHRELAY_RATE_LIMIT: '0',
@@ -47,9 +45,9 @@ describe('publishing through Redis under faults', () => {
     };
     // One after another (the machine is shared), each one's cleanup registered as it starts, so a
     // node that fails to start leaves none behind.
-    const nodes: ProcNode[] = [];
+    const nodes: ProcessNode[] = [];
     for (let i = 0; i < n; i++) {
-      const node = (await startProcess(env)) as ProcNode;
+      const node = await startProcess(env);
       cleanup.push(() => node.stop());
       nodes.push(node);
     }
@@ -65,7 +63,7 @@ describe('publishing through Redis under faults', () => {
       PUSHRELAY_NAMESPACES: JSON.stringify({ sf: { history_size: 5000 } }),
     };
     const nodes = await cluster(redis, 3, 'sf');
-    let alive: ProcNode[] = [...nodes];
+    let alive: ProcessNode[] = [...nodes];
     const channels = Array.from({ length: 30 }, (_, k) => `sf:${k}`);
     const subs = channels.map(
       (c, k) => new RecoveringSubscriber(() => alive.map((n) => n.url), `s${k}`, [c], k),
@@ -126,7 +124,7 @@ describe('publishing through Redis under faults', () => {
           Array.from({ length: 16 }, (_, k) => r.get(`pushrelay:{ingest:publish:${k}}:lease`)),
         );
         const router = (await r.get('pushrelay:{ingest:publish:router}:lease')) ?? '';
-        const owns = (n: ProcNode) => leases.some((v) => v?.startsWith(`${n.id}/`));
+        const owns = (n: ProcessNode) => leases.some((v) => v?.startsWith(`${n.id}/`));
         victim = nodes.find((n) => !router.startsWith(`${n.id}/`) && owns(n)) ?? victim;
         restarted = nodes.find((n) => n !== victim)!;
         victimPartitions = leases.flatMap((v, k) => (v?.startsWith(`${victim.id}/`) ? [k] : []));
@@ -153,7 +151,7 @@ describe('publishing through Redis under faults', () => {
           alive = alive.filter((n) => n !== restarted);
           beforeRestart = await scrape(restarted.url);
           await restarted.kill('SIGTERM');
-          const again = (await startProcess(env, { port: restarted.port })) as ProcNode;
+          const again = await startProcess(env, { port: restarted.port });
           cleanup.push(() => again.stop());
           alive.push(again);
         })();
@@ -284,7 +282,7 @@ describe('publishing through Redis under faults', () => {
       PUSHRELAY_NAMESPACES: JSON.stringify({ pk: { history_size: 5000 } }),
     };
     const nodes = await cluster(redis, 3, 'pk');
-    const up = new Set<ProcNode>(nodes);
+    const up = new Set<ProcessNode>(nodes);
     const subs = [0, 1, 2].map(
       (k) =>
         new RecoveringSubscriber(
@@ -321,7 +319,7 @@ describe('publishing through Redis under faults', () => {
       await victim.kill('SIGKILL');
       await sleep(7000);
       starts.push(Date.now());
-      const again = (await startProcess(env, { port: victim.port })) as ProcNode;
+      const again = await startProcess(env, { port: victim.port });
       cleanup.push(() => again.stop());
       nodes[k] = again;
       up.add(again);

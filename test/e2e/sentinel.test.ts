@@ -6,7 +6,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { parseRedisUrl } from '../../src/config/schema.js';
 import { createRedis } from '../../src/redis/client.js';
 import { post } from '../helpers/http.js';
-import { type RelayNode, startInProcess, startProcess } from '../helpers/nodes.js';
+import { type ProcessNode, startInProcess, startProcess } from '../helpers/nodes.js';
 import type { RedisServer } from '../helpers/redis.js';
 import { MASTER_NAME, type SentinelSetup, startSentinels } from '../helpers/sentinel.js';
 import { allReceived, publishStream } from '../helpers/stream.js';
@@ -31,7 +31,7 @@ describe('Redis Sentinel', () => {
 
   async function cluster(): Promise<{
     setup: SentinelSetup;
-    nodes: RelayNode[];
+    nodes: ProcessNode[];
     subs: RecoveringSubscriber[];
   }> {
     const setup = await startSentinels();
@@ -59,7 +59,7 @@ describe('Redis Sentinel', () => {
    * node's connections are open to (from `ss`), with the node's readiness, so
    * a node left on the wrong server, or on none, shows.
    */
-  async function whereNodesAre(nodes: RelayNode[], servers: readonly RedisServer[]) {
+  async function whereNodesAre(nodes: ProcessNode[], servers: readonly RedisServer[]) {
     for (const r of servers) {
       const role = await r
         .client()
@@ -75,7 +75,7 @@ describe('Redis Sentinel', () => {
       sockets = execFileSync('ss', ['-tnpH', 'state', 'established'], { encoding: 'utf8' });
     } catch {}
     for (const n of nodes) {
-      const pid = (n as RelayNode & { proc?: { pid?: number } }).proc?.pid;
+      const pid = n.proc.pid;
       const ready = await fetch(`${n.url}/readyz`).then(
         async (r) => `${r.status} ${await r.text()}`,
         (e: Error) => e.message,
@@ -92,7 +92,7 @@ describe('Redis Sentinel', () => {
   async function expectNothingLost(
     name: string,
     servers: readonly RedisServer[],
-    nodes: RelayNode[],
+    nodes: ProcessNode[],
     subs: RecoveringSubscriber[],
     pub: ReturnType<typeof publishStream>,
   ) {

@@ -20,6 +20,9 @@ export interface RelayNode {
   kill(signal?: NodeJS.Signals): Promise<number | null>;
 }
 
+/** A node startProcess() runs: a real process, for signals and its pid. */
+export type ProcessNode = RelayNode & { readonly proc: ChildProcess };
+
 let counter = 0;
 
 /** A node in this process (fast; for most tests). */
@@ -61,7 +64,7 @@ const MAIN = resolve(import.meta.dirname, '../../dist/main.js');
 export async function startProcess(
   env: Record<string, string | undefined> = {},
   { waitReady = true, port: fixedPort }: { waitReady?: boolean; port?: number } = {},
-): Promise<RelayNode & { proc: ChildProcess }> {
+): Promise<ProcessNode> {
   // A fixed port lets a restarted node take its predecessor's place behind a load balancer.
   const port = fixedPort ?? (await freePort());
   const id = `p${process.pid}-${++counter}`;
